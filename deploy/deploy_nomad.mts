@@ -1,0 +1,61 @@
+#!/usr/bin/env -S npx tsx
+// deploy_nomad: deploy the Agent Economique job (jobs/agent.nomad, raw_exec) with the local nomad CLI.
+//
+// Usage: npx tsx deploy/deploy_nomad.mts [--dry-run] [--timeout 10m] [--env-file PATH]
+//
+// Runs `nomad job plan` (shows the diff, proves the cluster accepts the token), then
+// `nomad job run -check-index N -detach`, and follows the deployment to its outcome. When the plan
+// shows no change at all, nothing is run. The binary path handed to the job comes from the same
+// settings deploy_binary.mts uploads to. Prints the raw_exec client block to add by hand; never
+// changes the Nomad configuration.
+//
+// Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md).
+// Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
+//        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
+//        AGENT_REMOTE_DIR (default /root/data), AGENT_BINARY_NAME (default agent).
+// Options:
+//   --dry-run         print the commands a real run would execute; run nothing
+//   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
+//   --env-file PATH   read the configuration from PATH instead of .env
+//   -h, --help        this help
+// Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
+import path from 'node:path'
+import { root, start, step } from './lib/env.mts'
+import { deployPlanned, nomadConnection, planCommands, planJob, timeoutSeconds } from './lib/connect.mts'
+
+const JOB = 'agent-economique'
+const FILE = path.join(root, 'jobs/agent.nomad')
+
+// Check
+const { check, dryRun, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } } })
+const nomad = nomadConnection(check)
+const dir = check.remotePath('AGENT_REMOTE_DIR', '/root/data')
+const name = check.remoteName('AGENT_BINARY_NAME', 'agent')
+const timeout = timeoutSeconds(flags.timeout, check)
+check.done()
+const vars = { binary_path: `${dir}/${name}` }
+
+if (dryRun) {
+  console.log(planCommands(nomad, FILE, vars).join('\n'))
+  console.log(`# then follow the deployment: nomad job deployments -latest ${JOB}`)
+  process.exit(0)
+}
+
+// Plan
+step(`Plan ${JOB} (binary ${vars.binary_path})`)
+const plan = await planJob(nomad, JOB, FILE, vars)
+
+// --- point of no return ---
+const result = await deployPlanned(nomad, plan, timeout)
+
+// Report
+console.log(`
+The raw_exec driver must be enabled on the client (a manual, one-time change; no script applies it):
+  /etc/nomad.d/nomad.hcl:   plugin "raw_exec" { config { enabled = true } }
+  then: sudo systemctl restart nomad
+
+Useful commands:
+  nomad job status ${JOB}
+  nomad job deployments ${JOB}${result.deployment ? `\n  nomad deployment status ${result.deployment.slice(0, 8)}` : ''}
+  nomad alloc logs -f -job ${JOB}
+  nomad job history ${JOB}`)

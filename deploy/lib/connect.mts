@@ -1,0 +1,326 @@
+// The connection helper: how scripts reach the cluster and the servers.
+// - Nomad: NOMAD_* variables checked (TLS files parsed with node:crypto) and handed to the local
+//   nomad CLI through its environment, never as flags; the plan -> run -check-index -> follow sequence.
+// - ssh: the DEPLOY_SSH_* target checked, ONE authenticated master connection per run, and remote
+//   commands that are a fixed `sh -c` script with POSIX-quoted arguments.
+import { X509Certificate, createPrivateKey } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import { $, tmpdir, type ProcessOutput } from 'zx'
+import { EXIT, fail, onExit, secret, step, type Checks } from './env.mts'
+
+// ---------------------------------------------------------------------------------------------
+// Nomad
+
+const TLS_VARS = ['NOMAD_CACERT', 'NOMAD_CLIENT_CERT', 'NOMAD_CLIENT_KEY', 'NOMAD_TLS_SERVER_NAME'] as const
+// Nomad 1.6-1.9 attach VAULT_TOKEN / CONSUL_HTTP_TOKEN from the environment to the job: never hand them over.
+const NEVER_TO_NOMAD = ['VAULT_TOKEN', 'CONSUL_HTTP_TOKEN']
+
+export type Nomad = ReturnType<typeof nomadConnection>
+
+/** Check the NOMAD_* configuration and the nomad CLI; return what runs nomad with it. */
+export function nomadConnection(check: Checks) {
+  const addr = check.need('NOMAD_ADDR')
+  let https = true
+  try {
+    const url = new URL(addr)
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') check.problem(`NOMAD_ADDR=${addr} must start with https:// or http://`)
+    https = url.protocol === 'https:'
+  } catch {
+    if (addr) check.problem(`NOMAD_ADDR=${JSON.stringify(addr)} is not a URL (https://host:4646)`)
+  }
+  const token = https ? check.need('NOMAD_TOKEN') : check.optional('NOMAD_TOKEN')
+  secret(token)
+  check.optional('NOMAD_NAMESPACE')
+  check.optional('NOMAD_REGION')
+  check.tool('nomad', 'install the Nomad CLI 1.6+: https://developer.hashicorp.com/nomad/install')
+
+  const env: Record<string, string | undefined> = { ...process.env }
+  for (const name of NEVER_TO_NOMAD) delete env[name]
+  if (https) {
+    const ca = check.localPath('NOMAD_CACERT', 'certs/ca.pem')!
+    const cert = check.localPath('NOMAD_CLIENT_CERT')
+    const key = check.localPath('NOMAD_CLIENT_KEY')
+    check.optional('NOMAD_TLS_SERVER_NAME')
+    checkTls(check, { ca, cert, key })
+    Object.assign(env, { NOMAD_CACERT: ca, NOMAD_CLIENT_CERT: cert, NOMAD_CLIENT_KEY: key })
+  } else {
+    const set = TLS_VARS.filter((n) => process.env[n] !== undefined)
+    if (set.length) check.problem(`NOMAD_ADDR is http:// but ${set.join(', ')} ${set.length > 1 ? 'are' : 'is'} set: use https:// or unset them`)
+  }
+  for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k]
+  const nomad = $({ env, timeout: '60s', nothrow: true })
+  const shown = ['NOMAD_ADDR', ...TLS_VARS, 'NOMAD_NAMESPACE', 'NOMAD_REGION'].filter((n) => env[n])
+  return {
+    addr,
+    /** zx shell with the nomad environment; results are checked by the caller (nothrow). */
+    $: nomad,
+    /** One copy-pasteable line that sets the same environment (the token as a reference). */
+    exportLine: `export ${shown.map((n) => `${n}=${shq(env[n]!)}`).join(' ')}${token ? ' NOMAD_TOKEN="$NOMAD_TOKEN"' : ''}`,
+  }
+}
+
+/** TLS files: exist, parse as PEM, not expired (warning under 30 days), key matches cert, cert issued by CA. */
+function checkTls(check: Checks, files: { ca: string; cert?: string; key?: string }) {
+  if (Boolean(files.cert) !== Boolean(files.key)) check.problem('NOMAD_CLIENT_CERT and NOMAD_CLIENT_KEY go together: set both or neither')
+  const ca = readCerts(check, 'NOMAD_CACERT', files.ca)
+  const cert = files.cert ? readCerts(check, 'NOMAD_CLIENT_CERT', files.cert)?.[0] : undefined
+  if (files.key && cert) {
+    const pem = readPem(check, 'NOMAD_CLIENT_KEY', files.key)
+    if (pem !== undefined) {
+      try {
+        if (!cert.checkPrivateKey(createPrivateKey(pem))) check.problem(`NOMAD_CLIENT_KEY (${files.key}) does not match NOMAD_CLIENT_CERT (${files.cert})`)
+      } catch {
+        check.problem(`NOMAD_CLIENT_KEY (${files.key}) is not a PEM private key`)
+      }
+    }
+  }
+  if (ca && cert && !ca.some((c) => cert.checkIssued(c) && cert.verify(c.publicKey)))
+    check.problem(`NOMAD_CLIENT_CERT (${files.cert}) was not issued by NOMAD_CACERT (${files.ca})`)
+}
+
+function readPem(check: Checks, name: string, file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    const hint = name.startsWith('NOMAD_') ? ' (see certs/README.md)' : ''
+    check.missing(`${name}: ${file} ${code === 'ENOENT' ? 'does not exist' : `cannot be read (${code})`}${hint}`)
+  }
+}
+
+function readCerts(check: Checks, name: string, file: string): X509Certificate[] | undefined {
+  const pem = readPem(check, name, file)
+  if (pem === undefined) return
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+  const certs: X509Certificate[] = []
+  for (const block of blocks) {
+    try {
+      certs.push(new X509Certificate(block))
+    } catch {
+      /* reported below */
+    }
+  }
+  if (!certs.length || certs.length !== blocks.length) {
+    check.problem(`${name} (${file}) is not a PEM certificate`)
+    return
+  }
+  for (const c of certs) {
+    const left = (Date.parse(c.validTo) - Date.now()) / 86_400_000
+    if (left < 0) check.problem(`${name} (${file}) expired on ${c.validTo}`)
+    else if (left < 30) check.warn(`${name} (${file}) expires in ${Math.floor(left)} days (${c.validTo})`)
+    if (Date.parse(c.validFrom) > Date.now()) check.problem(`${name} (${file}) is not valid before ${c.validFrom}`)
+  }
+  return certs
+}
+
+/** Why a nomad call failed, in words a person can act on; the exit code it deserves. */
+export function nomadError(nomad: Nomad, out: ProcessOutput): { message: string; code: number } {
+  const err = (out.stderr.trim() || out.stdout.trim()).split('\n').filter(Boolean)
+  const text = err.join(' ')
+  if (/\b403\b|Permission denied|ACL token not found/i.test(text))
+    return { code: EXIT.refused, message: `Nomad at ${nomad.addr} refused the token (403): check NOMAD_TOKEN and its ACL policy (${err[0]})` }
+  if (/x509|certificate|tls:/i.test(text))
+    return { code: EXIT.refused, message: `TLS handshake with Nomad at ${nomad.addr} failed: check NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_TLS_SERVER_NAME (${err[0]})` }
+  if (/dial tcp|connection refused|no such host|i\/o timeout|deadline exceeded|network is unreachable/i.test(text) || out.signal)
+    return { code: EXIT.failed, message: `cannot reach Nomad at ${nomad.addr}: a connection problem (${out.signal ? 'no answer in time' : err[0]})` }
+  return { code: EXIT.failed, message: `nomad exited ${out.exitCode}: ${err.slice(-3).join(' | ')}` }
+}
+
+/** Stop with nomad's reason: exit 2 when the configuration is at fault and nothing changed, else 1. */
+function nomadFailed(nomad: Nomad, what: string, out: ProcessOutput, changed: boolean): never {
+  const { message, code } = nomadError(nomad, out)
+  if (changed || code !== EXIT.refused) fail(`${what}: ${message}`)
+  console.error(`✗ ${what}: ${message}`)
+  process.exit(EXIT.refused)
+}
+
+export type Plan = { job: string; file: string; vars: string[]; index: number; unchanged: boolean; created: boolean }
+
+/** `nomad job plan`: proves the cluster answers and accepts the token, shows the diff, gives the modify index. */
+export async function planJob(nomad: Nomad, job: string, file: string, vars: Record<string, string> = {}): Promise<Plan> {
+  const varArgs = Object.entries(vars).map(([k, v]) => `-var=${k}=${v}`)
+  const out = await nomad.$`nomad job plan ${varArgs} ${file}`
+  // 0: no allocation changes (also in-place updates), 1: allocations change, 255: error.
+  if (out.exitCode !== 0 && out.exitCode !== 1) nomadFailed(nomad, `nomad job plan ${path.basename(file)}`, out, false)
+  const index = out.stdout.match(/^Job Modify Index: (\d+)$/m)
+  if (!index) fail(`nomad job plan printed no "Job Modify Index" line:\n${out.stdout}`)
+  const diff = out.stdout.slice(0, out.stdout.indexOf('Job Modify Index:')).trimEnd()
+  console.error(diff.replace(/^/gm, '    '))
+  // The first diff line carries the job's marker: "+ Job:" new, "+/- Job:" edited, bare "Job:" unchanged.
+  const first = out.stdout.split('\n', 1)[0]
+  return {
+    job, file, vars: varArgs, index: Number(index[1]),
+    unchanged: out.exitCode === 0 && first.startsWith('Job: '),
+    created: first.startsWith('+ Job: '),
+  }
+}
+
+/** `nomad job run -check-index N -detach`: a concurrent change aborts instead of being overwritten. */
+export async function runJob(nomad: Nomad, plan: Plan): Promise<number> {
+  const out = await nomad.$`nomad job run -check-index ${plan.index} -detach ${plan.vars} ${plan.file}`
+  if (!out.ok) {
+    if (/Enforcing job modify index/.test(out.stderr))
+      fail(`${plan.job} changed on the cluster since the plan (${out.stderr.trim().split('\n')[0]}): nothing was overwritten; run again to plan against the new version`)
+    nomadFailed(nomad, 'nomad job run', out, true)
+  }
+  const version = await nomad.$`nomad job inspect -t ${'{{.Version}}'} ${plan.job}`
+  if (!version.ok) nomadFailed(nomad, 'nomad job inspect', version, true)
+  return Number(version.stdout.trim())
+}
+
+export type Outcome = { outcome: 'successful' | 'canary' | 'failed' | 'timeout' | 'none'; line: string; deployment?: string }
+
+/**
+ * Follow the deployment of a job version until it succeeds, fails, or waits for promotion.
+ * (`deployment status -monitor` always exits 0 and an attached `job run` blocks while a canary waits.)
+ */
+export async function followDeployment(nomad: Nomad, job: string, version: number, timeoutSeconds: number): Promise<Outcome> {
+  const every = Number(process.env.DEPLOY_POLL_SECONDS ?? 5) * 1000
+  const deadline = Date.now() + timeoutSeconds * 1000
+  let last = ''
+  for (;;) {
+    const out = await nomad.$({ timeout: '30s' })`nomad job deployments -latest -json ${job}`
+    if (!out.ok) nomadFailed(nomad, 'nomad job deployments', out, true)
+    const d = out.stdout.trim() && out.stdout.trim() !== 'null' ? JSON.parse(out.stdout) : undefined
+    if (d && d.JobVersion > version) return { outcome: 'failed', line: `${job} version ${version} was superseded by version ${d.JobVersion} (deployment ${d.ID.slice(0, 8)}): someone else deployed meanwhile`, deployment: d.ID }
+    if (d && d.JobVersion === version) {
+      const id = d.ID.slice(0, 8)
+      const groups = Object.values(d.TaskGroups ?? {}) as { DesiredCanaries: number; HealthyAllocs: number; Promoted: boolean }[]
+      const progress = `${d.Status}: ${d.StatusDescription}`
+      if (progress !== last) console.error(`    deployment ${id} ${progress}`)
+      last = progress
+      if (d.Status === 'successful') return { outcome: 'successful', line: `${job} version ${version}: deployment ${id} successful (${d.StatusDescription})`, deployment: d.ID }
+      if (['failed', 'cancelled'].includes(d.Status)) return { outcome: 'failed', line: `${job} version ${version}: deployment ${id} ${d.Status}: ${d.StatusDescription}`, deployment: d.ID }
+      const waiting = groups.filter((g) => g.DesiredCanaries > 0 && !g.Promoted)
+      if (d.Status === 'running' && waiting.length && waiting.every((g) => g.HealthyAllocs >= g.DesiredCanaries))
+        return { outcome: 'canary', line: `${job} version ${version}: canary healthy, deployment ${id} waiting for promotion`, deployment: d.ID }
+    }
+    if (Date.now() + every > deadline)
+      return { outcome: 'timeout', line: `${job} version ${version}: deployment ${d?.JobVersion === version ? `${d.ID.slice(0, 8)} still ${d.Status}` : 'not started'} after ${timeoutSeconds}s (--timeout); it goes on in Nomad`, deployment: d?.ID }
+    await new Promise((r) => setTimeout(r, every))
+  }
+}
+
+/** The shared sequence: plan (already done above the point of no return) -> run -> follow -> one-line outcome. */
+export async function deployPlanned(nomad: Nomad, plan: Plan, timeoutSeconds: number): Promise<Outcome> {
+  if (plan.unchanged) {
+    console.log(`${plan.job} is already up to date (the plan shows no change): nothing was run`)
+    return { outcome: 'none', line: `${plan.job} already up to date` }
+  }
+  step(`Run ${plan.job} (check-index ${plan.index})`)
+  const version = await runJob(nomad, plan)
+  step(`Follow the deployment of ${plan.job} version ${version}`)
+  const result = await followDeployment(nomad, plan.job, version, timeoutSeconds)
+  console.log(result.line)
+  if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
+  return result
+}
+
+/** The commands a dry run prints instead of running (one per line, copy-pasteable). */
+export function planCommands(nomad: Nomad, file: string, vars: Record<string, string> = {}) {
+  const v = Object.entries(vars).map(([k, val]) => ` ${shq(`-var=${k}=${val}`)}`).join('')
+  const rel = path.relative(process.cwd(), file)
+  const f = shq(rel && !rel.startsWith('..') ? rel : file)
+  return [nomad.exportLine, `nomad job plan${v} ${f}`, `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach${v} ${f}`]
+}
+
+export function timeoutSeconds(flag: string | boolean | undefined, check: Checks, fallback = 600): number {
+  if (flag === undefined) return fallback
+  const m = String(flag).match(/^(\d+)(s|m)?$/)
+  if (!m || Number(m[1]) === 0) {
+    check.problem(`--timeout ${flag}: give a positive duration such as 300, 300s or 10m`)
+    return fallback
+  }
+  return Number(m[1]) * (m[2] === 'm' ? 60 : 1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ssh
+
+/** POSIX sh single-quoting: safe for dash and bash alike (zx's $'...' is bash-only). */
+export function shq(s: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`
+}
+
+export type SshTarget = ReturnType<typeof sshTarget>
+
+/** Check the DEPLOY_SSH_* configuration and the ssh client. */
+export function sshTarget(check: Checks) {
+  const host = check.need('DEPLOY_SSH_HOST')
+  const user = check.get('DEPLOY_SSH_USER', 'root')
+  const port = check.get('DEPLOY_SSH_PORT', '22')
+  const key = check.localPath('DEPLOY_SSH_KEY')
+  const knownHosts = check.localPath('DEPLOY_SSH_KNOWN_HOSTS')
+  if (host && !/^[A-Za-z0-9][A-Za-z0-9.:-]*$/.test(host))
+    check.problem(`DEPLOY_SSH_HOST=${JSON.stringify(host)} must be a host name or address (letters, digits, . : -, not starting with -)`)
+  if (user && !/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(user))
+    check.problem(`DEPLOY_SSH_USER=${JSON.stringify(user)} must be a plain user name (letters, digits, _ . -, not starting with -)`)
+  if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) check.problem(`DEPLOY_SSH_PORT=${JSON.stringify(port)} must be a port number (1-65535)`)
+  for (const [name, file] of [['DEPLOY_SSH_KEY', key], ['DEPLOY_SSH_KNOWN_HOSTS', knownHosts]] as const)
+    if (file) readPem(check, name, file)
+  check.tool('ssh', 'install an OpenSSH client')
+  const options = [
+    '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', '-o', 'StrictHostKeyChecking=yes',
+    '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=2', '-p', port, '-l', user,
+    ...(key ? ['-i', key, '-o', 'IdentitiesOnly=yes'] : []),
+    ...(knownHosts ? ['-o', `UserKnownHostsFile=${knownHosts}`] : []),
+  ]
+  return { host, user, port, options, destination: `${user}@${host}` }
+}
+
+export type Ssh = Awaited<ReturnType<typeof openSsh>>
+
+/**
+ * Authenticate ONCE: a master connection (our own child, on a private control socket) that every
+ * remote command of this run goes through; closed when the script ends, whatever the way out.
+ */
+export async function openSsh(target: SshTarget) {
+  const socket = path.join(tmpdir('deploy-ssh'), 'master')
+  const control = ['-o', `ControlPath=${socket}`]
+  const master = $({ nothrow: true })`ssh ${target.options} ${control} -o ControlMaster=yes -o ControlPersist=no -N -- ${target.host}`
+  let ended = false
+  void master.finally(() => (ended = true))
+  let closed = false
+  const close = async () => {
+    if (closed) return
+    closed = true
+    await $({ nothrow: true, timeout: '5s' })`ssh ${control} -O exit -- ${target.host}`
+    if (!ended) await master.kill('SIGTERM').catch(() => {})
+  }
+  onExit(close)
+  // Ready when the control socket answers; finished early when authentication failed.
+  for (;;) {
+    if ((await $({ nothrow: true, timeout: '5s' })`ssh ${control} -O check -- ${target.host}`).ok) break
+    if (ended) {
+      const out = await master
+      fail(`ssh to ${target.destination} port ${target.port} failed: ${sshReason(out.stderr)}`)
+    }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  return {
+    /**
+     * Run a FIXED sh script on the server; `args` arrive as "$1", "$2"... POSIX-quoted, so the remote
+     * login shell (dash or bash) cannot reinterpret them. Data, if any, goes on stdin.
+     */
+    run(script: string, args: string[] = [], input?: string | Buffer | NodeJS.ReadableStream) {
+      const remote = ['sh', '-c', script, 'sh', ...args].map(shq).join(' ')
+      return $({ nothrow: true, timeout: '300s', input: input as never })`ssh ${target.options} ${control} -o ControlMaster=no -- ${target.host} ${remote}`
+    },
+    close,
+  }
+}
+
+/** ssh's stderr, read for what a person should do. */
+export function sshReason(stderr: string): string {
+  const s = stderr.trim()
+  if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/.test(s))
+    return s.includes('CHANGED')
+      ? 'the server\'s host key has CHANGED (possible man-in-the-middle): verify it out of band, then fix known_hosts (ssh-keygen -R host)'
+      : 'the server\'s host key is not in known_hosts: verify its fingerprint, then add it (ssh-keyscan -p PORT HOST >> DEPLOY_SSH_KNOWN_HOSTS)'
+  if (/Permission denied/.test(s)) return `authentication refused: check DEPLOY_SSH_USER and DEPLOY_SSH_KEY (${s.split('\n').pop()})`
+  if (/timed out|Connection refused|No route to host|Could not resolve|Network is unreachable|Connection closed/.test(s))
+    return `a connection problem: ${s.split('\n').pop()}`
+  return s.split('\n').slice(-2).join(' | ') || 'no message'
+}
+

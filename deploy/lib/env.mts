@@ -1,0 +1,257 @@
+// The environment helper: what every script starts with.
+// - flags: --help (the script's own header comment), --dry-run, --env-file, parsed strictly;
+// - configuration: .env at the repository root (or --env-file), real environment variables win;
+// - checks: every problem collected, reported in ONE message, exit 2 before anything changes;
+// - steps and failures: `==> step` banners on stderr, a failed command becomes one line, exit 1;
+// - children: echoed on stderr, secrets redacted, killed with their tree on SIGINT/SIGTERM (130/143);
+// - cleanups registered by a script run once, whatever the way out.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { homedir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import dotenv from 'dotenv'
+import { $, ProcessOutput, which } from 'zx'
+
+export const root = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '')
+export const EXIT = { done: 0, failed: 1, refused: 2 } as const
+
+type Options = NonNullable<ParseArgsConfig['options']>
+
+/** Parse flags, print --help, load the configuration, install the failure and signal handlers. */
+export function start(scriptUrl: string, spec: { options?: Options; positionals?: string } = {}) {
+  const script = fileURLToPath(scriptUrl)
+  let parsed
+  try {
+    parsed = parseArgs({
+      strict: true,
+      allowPositionals: Boolean(spec.positionals),
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        'dry-run': { type: 'boolean' },
+        'env-file': { type: 'string' },
+        ...spec.options,
+      },
+    })
+  } catch (e) {
+    refuse([`usage: ${(e as Error).message}`, `see: npx tsx deploy/${path.basename(script)} --help`])
+  }
+  const { values, positionals } = parsed
+  if (values.help) {
+    process.stdout.write(helpText(script))
+    process.exit(EXIT.done)
+  }
+  loadEnvFile(values['env-file'] as string | undefined)
+  installHandlers()
+  const dryRun = Boolean(values['dry-run'])
+  return { flags: values as Record<string, string | boolean | undefined>, args: positionals, dryRun, check: checks(dryRun) }
+}
+
+/** --help is the script's header comment: one text for the reader of the file and of the terminal. */
+function helpText(script: string): string {
+  const lines = readFileSync(script, 'utf8').split('\n')
+  const header = []
+  for (const line of lines.slice(lines[0].startsWith('#!') ? 1 : 0)) {
+    if (!line.startsWith('//')) break
+    header.push(line.replace(/^\/\/ ?/, ''))
+  }
+  return header.join('\n').trim() + '\n'
+}
+
+function loadEnvFile(flag: string | undefined) {
+  const file = flag ? path.resolve(process.cwd(), flag) : path.join(root, '.env')
+  if (flag && !existsSync(file)) refuse([`--env-file ${flag}: no such file`])
+  if (!existsSync(file)) return
+  // Real environment variables win over the file (dotenv never overrides by default).
+  dotenv.config({ path: file, quiet: true })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks: collect every problem, then refuse once.
+
+export type Checks = ReturnType<typeof checks>
+
+export function checks(dryRun: boolean) {
+  const problems: string[] = []
+  const soft: string[] = [] // what a real run refuses on but a dry run only warns about
+  const warnings: string[] = []
+
+  const raw = (name: string) => process.env[name]
+  const c = {
+    dryRun,
+    problem: (msg: string) => void problems.push(msg),
+    /** A missing tool or file: refused for real, a warning in --dry-run so the plan still prints. */
+    missing: (msg: string) => void soft.push(msg),
+    warn: (msg: string) => void warnings.push(msg),
+
+    /** A variable that must be set and not empty. */
+    need(name: string): string {
+      const v = raw(name)
+      if (v === undefined) problems.push(`${name} is not set`)
+      else if (v.trim() === '') problems.push(`${name} is empty`)
+      return v ?? ''
+    },
+    /** A variable with a default; set but empty is refused (an empty value is never what was meant). */
+    get(name: string, fallback: string): string {
+      const v = raw(name)
+      if (v === undefined) return fallback
+      if (v.trim() === '') problems.push(`${name} is empty (unset it to use the default ${fallback})`)
+      return v
+    },
+    /** An optional variable: undefined when unset; set but empty is refused. */
+    optional(name: string): string | undefined {
+      const v = raw(name)
+      if (v !== undefined && v.trim() === '') problems.push(`${name} is empty (unset it or give a value)`)
+      return v === undefined || v.trim() === '' ? undefined : v
+    },
+    /** A local path: relative paths resolve against the repository root, ~/ against HOME. */
+    localPath(name: string, fallback?: string): string | undefined {
+      const v = fallback === undefined ? c.optional(name) : c.get(name, fallback)
+      if (!v) return undefined
+      return v.startsWith('~/') ? path.join(homedir(), v.slice(2)) : path.resolve(root, v)
+    },
+    /** A path on a server: absolute, and only characters that no shell treats specially. */
+    remotePath(name: string, fallback: string): string {
+      const v = c.get(name, fallback)
+      if (v && !v.startsWith('/')) problems.push(`${name}=${JSON.stringify(v)} must be an absolute path`)
+      else if (v && !/^\/[A-Za-z0-9._/+@-]*$/.test(v))
+        problems.push(`${name}=${JSON.stringify(v)} may only hold letters, digits and . _ / + @ - (no spaces or shell characters)`)
+      else if (v && /(^|\/)\.\.?(\/|$)/.test(v)) problems.push(`${name}=${JSON.stringify(v)} must not contain . or .. segments`)
+      return v.replace(/(.)\/+$/, '$1')
+    },
+    /** A file name on a server: same characters, no slash, not starting with - or . */
+    remoteName(name: string, fallback: string): string {
+      const v = c.get(name, fallback)
+      if (v && !/^[A-Za-z0-9_+@][A-Za-z0-9._+@-]*$/.test(v))
+        problems.push(`${name}=${JSON.stringify(v)} must be a plain file name: letters, digits and . _ + @ -, not starting with - or .`)
+      return v
+    },
+    /** A tool on PATH. */
+    tool(name: string, hint: string) {
+      if (!which.sync(name, { nothrow: true })) soft.push(`${name} not found on PATH (${hint})`)
+    },
+    /** Report everything at once; exit 2 if a real run cannot go on. */
+    done() {
+      for (const w of warnings) console.error(`warning: ${w}`)
+      if (dryRun) for (const s of soft) console.error(`warning: a real run would refuse: ${s}`)
+      const all = dryRun ? problems : [...problems, ...soft]
+      if (all.length) refuse(all)
+    },
+  }
+  return c
+}
+
+/** Print every problem in one message and exit 2: nothing has changed. */
+export function refuse(problems: string[]): never {
+  console.error(`refused (nothing was changed):\n${problems.map((p) => `  - ${redact(p)}`).join('\n')}`)
+  process.exit(EXIT.refused)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps, secrets, failures, children, cleanups.
+
+let currentStep = 'start'
+export function step(title: string) {
+  currentStep = title
+  console.error(`==> ${title}`)
+}
+
+/** A failure the script detects itself (not a failed command): one line, exit 1. */
+export class StepFailed extends Error {}
+export function fail(message: string): never {
+  throw new StepFailed(message)
+}
+
+const secrets = new Set<string>()
+/** Register a value that must never be printed; failure lines and echoed commands redact it. */
+export function secret(value: string | undefined) {
+  if (value && value.length >= 4) secrets.add(value)
+  return value
+}
+export function redact(text: string): string {
+  let out = text
+  for (const name of ['NOMAD_TOKEN', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'REGISTRY_PASSWORD']) secret(process.env[name])
+  for (const s of secrets) out = out.split(s).join('[REDACTED]')
+  return out
+}
+
+const cleanups: (() => unknown)[] = []
+/** Run fn once when the script ends: normally, on failure, or on SIGINT/SIGTERM. */
+export function onExit(fn: () => unknown) {
+  cleanups.push(fn)
+}
+async function runCleanups() {
+  while (cleanups.length) {
+    try {
+      await cleanups.pop()!()
+    } catch (e) {
+      console.error(`warning: cleanup failed: ${redact((e as Error).message)}`)
+    }
+  }
+}
+
+const children = new Set<ChildProcess>()
+
+function describe(e: unknown): string {
+  if (e instanceof ProcessOutput) {
+    const how = e.signal ? `was stopped by ${e.signal}` : `exited ${e.exitCode}`
+    const err = e.stderr.trim().split('\n').slice(-3).join(' | ') || e.stdout.trim().split('\n').slice(-2).join(' | ')
+    return `${lastCommand} ${how}${err ? `: ${err}` : ''}`
+  }
+  if (e instanceof StepFailed) return e.message
+  return e instanceof Error ? e.message : String(e)
+}
+
+let lastCommand = ''
+let installed = false
+function installHandlers() {
+  if (installed) return
+  installed = true
+  $.verbose = false
+  $.quiet = true
+  // Echo each command on stderr as it starts (secrets never reach argv, and are redacted anyway),
+  // and remember it for the failure line.
+  $.log = (entry) => {
+    if (entry.kind !== 'cmd') return
+    lastCommand = redact(entry.cmd.replace(/\s+/g, ' '))
+    console.error(`$ ${lastCommand}`)
+  }
+  // Track every child so that a signal can end it with its whole process tree.
+  const spawnChild = $.spawn
+  $.spawn = ((...args: Parameters<typeof spawn>) => {
+    const child = spawnChild(...args)
+    children.add(child)
+    child.once('exit', () => children.delete(child))
+    return child
+  }) as typeof spawn
+
+  const onError = async (e: unknown) => {
+    console.error(`✗ ${currentStep} failed: ${redact(describe(e))}`)
+    process.exitCode = EXIT.failed
+    await runCleanups()
+  }
+  process.on('uncaughtException', onError)
+  process.on('unhandledRejection', onError)
+
+  let ended = false
+  process.on('beforeExit', async () => {
+    if (ended) return
+    ended = true
+    await runCleanups()
+  })
+
+  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    process.on(sig, async () => {
+      console.error(`\n✗ interrupted by ${sig} during: ${currentStep}; stopping children and cleaning up`)
+      await Promise.allSettled([...children].map((c) => c.pid && $.kill(c.pid, 'SIGTERM')))
+      await runCleanups()
+      process.exit(code)
+    })
+  }
+}
+
+/** Run a command silently and return whether it succeeded (for probes that may fail). */
+export async function probe(pieces: TemplateStringsArray, ...args: unknown[]) {
+  return (await $({ nothrow: true, timeout: '10s' })(pieces, ...args)).ok
+}

@@ -1,0 +1,219 @@
+// deploy_nomad.mts, run as a user runs it, against the nomad test double. Also the kit's shared
+// behaviour: flags, env file, TLS checks, refusing and unreachable clusters.
+import path from 'node:path'
+import { beforeEach, describe, expect, it } from 'vitest'
+import { makeCerts, root, sandbox, write, type Sandbox } from './helpers.ts'
+
+const SCRIPT = 'deploy_nomad.mts'
+const JOBFILE = path.join(root, 'jobs/agent.nomad')
+let sb: Sandbox
+beforeEach(() => {
+  sb = sandbox()
+})
+
+describe('deploy_nomad: the main path', () => {
+  it('plans, runs with the plan\'s check-index, follows the deployment to success', async () => {
+    const r = await sb.run(SCRIPT)
+    expect(r.stderr).not.toMatch(/✗/)
+    expect(r.code).toBe(0)
+    expect(sb.commands('nomad')).toEqual([
+      `job plan -var=binary_path=/root/data/agent ${JOBFILE}`,
+      `job run -check-index 0 -detach -var=binary_path=/root/data/agent ${JOBFILE}`,
+      'job inspect -t {{.Version}} agent-economique',
+      'job deployments -latest -json agent-economique',
+      'job deployments -latest -json agent-economique',
+    ])
+    expect(r.stdout).toMatch(/^agent-economique version 0: deployment [0-9a-f]{8} successful/m)
+    expect(r.stdout).toContain('plugin "raw_exec" { config { enabled = true } }')
+    expect(r.stdout).toContain('nomad alloc logs -f -job agent-economique')
+  })
+
+  it('takes the binary path from AGENT_REMOTE_DIR and AGENT_BINARY_NAME (the same settings as deploy_binary)', async () => {
+    const r = await sb.run(SCRIPT, [], { env: { AGENT_REMOTE_DIR: '/srv/agent/', AGENT_BINARY_NAME: 'agent-v2' } })
+    expect(r.code).toBe(0)
+    expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/srv/agent/agent-v2 ${JOBFILE}`)
+  })
+
+  it('does not run the job when the plan shows no change, and says so', async () => {
+    expect((await sb.run(SCRIPT)).code).toBe(0)
+    const before = sb.calls('nomad').length
+    const r = await sb.run(SCRIPT)
+    expect(r.code).toBe(0)
+    expect(r.stdout).toContain('agent-economique is already up to date (the plan shows no change): nothing was run')
+    expect(sb.commands('nomad').slice(before)).toEqual([`job plan -var=binary_path=/root/data/agent ${JOBFILE}`])
+    expect(sb.readState().jobs['agent-economique'].versions).toHaveLength(1)
+  })
+
+  it('still runs an in-place update (plan exit 0 with a diff)', async () => {
+    expect((await sb.run(SCRIPT)).code).toBe(0)
+    sb.setState({ inplace: true })
+    const r = await sb.run(SCRIPT, [], { env: { AGENT_BINARY_NAME: 'agent2' } })
+    expect(r.code).toBe(0)
+    expect(sb.commands('nomad')).toContain(`job run -check-index 11 -detach -var=binary_path=/root/data/agent2 ${JOBFILE}`)
+  })
+
+  it('stops without overwriting when the job changed between plan and run (check-index)', async () => {
+    expect((await sb.run(SCRIPT)).code).toBe(0)
+    sb.setState({ raceAfterPlan: true })
+    const r = await sb.run(SCRIPT, [], { env: { AGENT_BINARY_NAME: 'agent2' } })
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/agent-economique changed on the cluster since the plan \(.*conflicting job modify index.*\): nothing was overwritten/)
+    const versions = sb.readState().jobs['agent-economique'].versions
+    expect(versions.map((v: { key: string }) => v.key).at(-1)).toBe('someone-else')
+  })
+
+  it('exits 1 with Nomad\'s reason when the deployment fails', async () => {
+    expect((await sb.run(SCRIPT)).code).toBe(0)
+    sb.setState({ outcome: 'failed' })
+    const r = await sb.run(SCRIPT, [], { env: { AGENT_BINARY_NAME: 'agent2' } })
+    expect(r.code).toBe(1)
+    expect(r.stdout).toMatch(/deployment [0-9a-f]{8} failed: Failed due to unhealthy allocations - rolling back to job version 0/)
+  })
+
+  it('exits 1 when the deployment is still running at --timeout', async () => {
+    sb.setState({ polls: 1000 })
+    const r = await sb.run(SCRIPT, ['--timeout', '1'])
+    expect(r.code).toBe(1)
+    expect(r.stdout).toMatch(/still running after 1s \(--timeout\); it goes on in Nomad/)
+  })
+
+  it('hands the token and TLS to nomad through its environment only, and never VAULT_TOKEN', async () => {
+    const certs = makeCerts(sb.dir)
+    const r = await sb.run(SCRIPT, [], {
+      env: { NOMAD_ADDR: 'https://nomad.test:4646', NOMAD_TOKEN: 'canary-nomad-token-4711', NOMAD_CACERT: certs.ca, NOMAD_CLIENT_CERT: certs.cert, NOMAD_CLIENT_KEY: certs.key, VAULT_TOKEN: 'canary-vault-token-4712', CONSUL_HTTP_TOKEN: 'canary-consul-4713' },
+    })
+    expect(r.code).toBe(0)
+    for (const call of sb.calls('nomad')) {
+      expect(call.env.NOMAD_TOKEN).toBe('canary-nomad-token-4711')
+      expect(call.env.NOMAD_CACERT).toBe(certs.ca)
+      expect(call.env.VAULT_TOKEN).toBeUndefined()
+      expect(call.env.CONSUL_HTTP_TOKEN).toBeUndefined()
+      expect(call.argv.join(' ')).not.toMatch(/canary-|-token|-address|-ca-cert/)
+    }
+    expect(r.output).not.toMatch(/canary-/)
+  })
+})
+
+describe('deploy_nomad: flags and configuration', () => {
+  it('--help prints the header: purpose, usage, tools, variables, exit codes', async () => {
+    const r = await sb.run(SCRIPT, ['--help'])
+    expect(r.code).toBe(0)
+    expect(r.stdout).toMatch(/^deploy_nomad: deploy the Agent Economique job/)
+    for (const s of ['Usage: npx tsx deploy/deploy_nomad.mts', 'Needs: nomad CLI', 'NOMAD_TOKEN', 'AGENT_REMOTE_DIR', 'Exit: 0 done'])
+      expect(r.stdout).toContain(s)
+    expect(sb.calls()).toEqual([])
+  })
+
+  it('refuses an unknown flag with exit 2 and runs nothing', async () => {
+    const r = await sb.run(SCRIPT, ['--dryrun'])
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain("Unknown option '--dryrun'")
+    expect(sb.calls()).toEqual([])
+  })
+
+  it('--dry-run with .env.example and no nomad installed prints the whole plan and warns', async () => {
+    const r = await sb.run(SCRIPT, ['--dry-run', '--env-file', path.join(root, '.env.example')], {
+      env: { PATH: sb.pathWithout('nomad'), NOMAD_ADDR: undefined }, cwd: root,
+    })
+    expect(r.code).toBe(0)
+    expect(r.stderr).toMatch(/warning: a real run would refuse: nomad not found on PATH/)
+    expect(r.stderr).toMatch(/warning: a real run would refuse: NOMAD_CACERT: .*certs\/ca\.pem does not exist/)
+    expect(r.stdout).toContain("export NOMAD_ADDR=https://nomad.example.internal:4646 NOMAD_CACERT=")
+    expect(r.stdout).toContain('NOMAD_TOKEN="$NOMAD_TOKEN"')
+    expect(r.stdout).toContain('nomad job plan -var=binary_path=/root/data/agent jobs/agent.nomad')
+    expect(r.stdout).not.toContain('00000000-0000-0000-0000-000000000000')
+  })
+
+  it('refuses without nomad on PATH (exit 2, says how to install it)', async () => {
+    const r = await sb.run(SCRIPT, [], { env: { PATH: sb.pathWithout('nomad') } })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/nomad not found on PATH \(install the Nomad CLI/)
+  })
+
+  it('reports ALL missing and invalid variables in one message', async () => {
+    const r = await sb.run(SCRIPT, [], { env: { NOMAD_ADDR: 'https://nomad.test:4646', NOMAD_CACERT: '/nonexistent/ca.pem', AGENT_REMOTE_DIR: 'relative/dir', AGENT_BINARY_NAME: '' } })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/refused \(nothing was changed\):/)
+    expect(r.stderr).toContain('NOMAD_TOKEN is not set')
+    expect(r.stderr).toContain('NOMAD_CACERT: /nonexistent/ca.pem does not exist')
+    expect(r.stderr).toContain('AGENT_REMOTE_DIR="relative/dir" must be an absolute path')
+    expect(r.stderr).toContain('AGENT_BINARY_NAME is empty')
+    expect(sb.calls()).toEqual([])
+  })
+
+  it('reads .env at the repository root by default and --env-file when given; real variables win', async () => {
+    const env = write(sb.dir, 'other.env', 'AGENT_REMOTE_DIR=/from/file\nAGENT_BINARY_NAME=from-file\n')
+    const r = await sb.run(SCRIPT, ['--env-file', env], { env: { AGENT_BINARY_NAME: 'from-env' } })
+    expect(r.code).toBe(0)
+    expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/from/file/from-env ${JOBFILE}`)
+  })
+
+  // Node 20 itself stops on a missing --env-file anywhere in argv (exit 9) before the script runs;
+  // from Node 22 on, the flag after the script name is the script's, and it refuses with exit 2.
+  it('refuses an --env-file that does not exist', async () => {
+    const r = await sb.run(SCRIPT, ['--env-file', 'nope.env'])
+    if (Number(process.versions.node.split('.')[0]) < 22) {
+      expect(r.code).toBe(9)
+      expect(r.stderr).toContain('nope.env: not found')
+    } else {
+      expect(r.code).toBe(2)
+      expect(r.stderr).toContain('--env-file nope.env: no such file')
+    }
+    expect(sb.calls()).toEqual([])
+  })
+
+  it('refuses TLS variables with an http:// NOMAD_ADDR', async () => {
+    const r = await sb.run(SCRIPT, [], { env: { NOMAD_CACERT: 'certs/ca.pem' } })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('NOMAD_ADDR is http:// but NOMAD_CACERT is set')
+  })
+
+  it('refuses a --timeout that is not a duration', async () => {
+    const r = await sb.run(SCRIPT, ['--timeout', 'soon'])
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('--timeout soon: give a positive duration')
+  })
+})
+
+describe('deploy_nomad: TLS files are checked before anything runs', () => {
+  const https = (extra: Record<string, string>) => ({ NOMAD_ADDR: 'https://nomad.test:4646', NOMAD_TOKEN: 't0k3n-value', ...extra })
+
+  it.each([
+    ['a CA that is not PEM', (c: ReturnType<typeof makeCerts>) => ({ NOMAD_CACERT: c.notPem }), /NOMAD_CACERT \(.*not-pem\.pem\) is not a PEM certificate/],
+    ['an expired client certificate', (c: ReturnType<typeof makeCerts>) => ({ NOMAD_CACERT: c.ca, NOMAD_CLIENT_CERT: c.expired, NOMAD_CLIENT_KEY: c.key }), /NOMAD_CLIENT_CERT \(.*expired\.pem\) expired on Jan {2}1 00:00:00 2021 GMT/],
+    ['a key that does not match the certificate', (c: ReturnType<typeof makeCerts>) => ({ NOMAD_CACERT: c.ca, NOMAD_CLIENT_CERT: c.cert, NOMAD_CLIENT_KEY: c.wrongKey }), /NOMAD_CLIENT_KEY \(.*wrong-key\.pem\) does not match NOMAD_CLIENT_CERT/],
+    ['a client certificate from another CA', (c: ReturnType<typeof makeCerts>) => ({ NOMAD_CACERT: c.otherCa, NOMAD_CLIENT_CERT: c.cert, NOMAD_CLIENT_KEY: c.key }), /NOMAD_CLIENT_CERT \(.*client\.pem\) was not issued by NOMAD_CACERT/],
+    ['a certificate without its key', (c: ReturnType<typeof makeCerts>) => ({ NOMAD_CACERT: c.ca, NOMAD_CLIENT_CERT: c.cert }), /NOMAD_CLIENT_CERT and NOMAD_CLIENT_KEY go together/],
+  ])('refuses %s (exit 2, nomad never called)', async (_name, files, message) => {
+    const certs = makeCerts(sb.dir)
+    const r = await sb.run(SCRIPT, [], { env: https(files(certs)) })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(message)
+    expect(sb.calls('nomad')).toEqual([])
+  })
+
+  it('warns when a certificate expires within 30 days, and goes on', async () => {
+    const certs = makeCerts(sb.dir)
+    const r = await sb.run(SCRIPT, [], { env: https({ NOMAD_CACERT: certs.soon }) })
+    expect(r.stderr).toMatch(/warning: NOMAD_CACERT \(.*soon\.pem\) expires in (9|10) days/)
+    expect(r.code).toBe(0)
+  })
+})
+
+describe('deploy_nomad: a cluster that refuses or cannot be reached', () => {
+  it('a refused token stops at the plan with exit 2 and says which variable to fix', async () => {
+    sb.setState({ mode: 'forbidden' })
+    const r = await sb.run(SCRIPT)
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/Nomad at http:\/\/127\.0\.0\.1:4646 refused the token \(403\): check NOMAD_TOKEN/)
+    expect(sb.commands('nomad')).toHaveLength(1)
+  })
+
+  it('an unreachable cluster stops at the plan with exit 1, a connection problem', async () => {
+    sb.setState({ mode: 'unreachable' })
+    const r = await sb.run(SCRIPT)
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/cannot reach Nomad at http:\/\/127\.0\.0\.1:4646: a connection problem/)
+    expect(r.stderr).not.toMatch(/\n\s+at /) // no stack trace
+  })
+})

@@ -1,0 +1,153 @@
+// A bats-like harness: each test gets a fresh sandbox (temp dir, stub bin dir first on PATH, its own
+// HOME and env file), runs a script as a child process exactly as a user does, and reads back the
+// stubs' call log (one JSON line per call: argv, chosen env vars, stdin).
+import { execSync, spawn } from 'node:child_process'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const root = fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, '')
+const tsx = path.join(root, 'node_modules/tsx/dist/esm/index.mjs')
+
+export type Call = { tool: string; argv: string[]; env: Record<string, string>; stdin?: string }
+export type Result = { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; output: string; pid?: number }
+
+/** The variables every script run gets unless a test overrides them (a dev-agent nomad, no TLS). */
+export const baseEnv = {
+  NOMAD_ADDR: 'http://127.0.0.1:4646',
+  DEPLOY_POLL_SECONDS: '0.05',
+}
+
+export function sandbox() {
+  const dir = mkdtempSync(path.join(tmpdir(), 'deploy-test-'))
+  const bin = path.join(dir, 'bin')
+  const home = path.join(dir, 'home')
+  const state = path.join(dir, 'state')
+  for (const d of [bin, home, state]) mkdirSync(d, { recursive: true })
+  const envFile = path.join(dir, 'test.env')
+  writeFileSync(envFile, '')
+
+  const sb = {
+    dir, bin, home, state, envFile,
+    /** An executable stub: a shell script body, or one of test/stubs/<name>.mjs when omitted. */
+    stub(name: string, body?: string) {
+      const file = path.join(bin, name)
+      const code = body ?? `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(path.join(root, 'test/stubs', `${name}.mjs`))} "$@"\n`
+      writeFileSync(file, code)
+      chmodSync(file, 0o755)
+      return file
+    },
+    /** Every recorded call, in order; optionally only one tool's. */
+    calls(tool?: string): Call[] {
+      const log = path.join(state, 'calls.jsonl')
+      if (!existsSync(log)) return []
+      const all = readFileSync(log, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Call)
+      return tool ? all.filter((c) => c.tool === tool) : all
+    },
+    /** The argv of each call of a tool, joined by spaces (for readable assertions). */
+    commands(tool: string): string[] {
+      return sb.calls(tool).map((c) => c.argv.join(' '))
+    },
+    readState(tool = 'nomad') {
+      const f = path.join(state, `${tool}.json`)
+      return existsSync(f) ? JSON.parse(readFileSync(f, 'utf8')) : {}
+    },
+    setState(patch: Record<string, unknown>, tool = 'nomad') {
+      writeFileSync(path.join(state, `${tool}.json`), JSON.stringify({ ...sb.readState(tool), ...patch }, null, 2))
+    },
+    /** A PATH holding every system executable except the named ones (to simulate a missing tool). */
+    pathWithout(...tools: string[]) {
+      const only = path.join(dir, `path-without-${tools.join('-')}`)
+      mkdirSync(only, { recursive: true })
+      for (const d of [bin, '/usr/local/bin', '/usr/bin', '/usr/sbin']) {
+        if (!existsSync(d)) continue
+        for (const name of readdirSync(d)) {
+          const target = path.join(only, name)
+          if (!tools.includes(name) && !existsSync(target)) symlinkSync(path.join(d, name), target)
+        }
+      }
+      return only
+    },
+    /**
+     * Run `deploy/<script>` as a user does (node + tsx, no npx), with the sandbox env file unless
+     * the args name one. Resolves when the process ends; `onStart` gets the child (for signals).
+     */
+    run(script: string, args: string[] = [], opts: { env?: Record<string, string | undefined>; input?: string; timeoutMs?: number; cwd?: string; onStart?: (pid: number) => void } = {}): Promise<Result> {
+      const argv = [...args]
+      if (!argv.includes('--env-file') && !argv.includes('--help') && !argv.includes('-h')) argv.push('--env-file', envFile)
+      const env: Record<string, string> = {
+        PATH: `${bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin`,
+        HOME: home,
+        LANG: 'C.UTF-8',
+        STUB_STATE: state,
+        ...baseEnv,
+      }
+      for (const [k, v] of Object.entries(opts.env ?? {})) {
+        if (v === undefined) delete env[k]
+        else env[k] = v
+      }
+      return new Promise((resolve, reject) => {
+        const child = spawn(process.execPath, ['--import', tsx, path.join(root, 'deploy', script), ...argv], {
+          cwd: opts.cwd ?? dir, env, stdio: ['pipe', 'pipe', 'pipe'],
+        })
+        let stdout = ''
+        let stderr = ''
+        let output = ''
+        child.stdout.on('data', (d) => { stdout += d; output += d })
+        child.stderr.on('data', (d) => { stderr += d; output += d })
+        child.stdin.end(opts.input ?? '')
+        opts.onStart?.(child.pid!)
+        const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000)
+        child.on('error', reject)
+        child.on('close', (code, signal) => {
+          clearTimeout(timer)
+          resolve({ code, signal, stdout, stderr, output, pid: child.pid })
+        })
+      })
+    },
+  }
+  sb.stub('nomad')
+  return sb
+}
+
+export type Sandbox = ReturnType<typeof sandbox>
+
+/** Parse an HCL2 file with HashiCorp's own parser (compiled to WebAssembly). */
+export async function parseHcl(file: string): Promise<any> {
+  const { parse } = await import('@cdktf/hcl2json')
+  return parse(path.basename(file), readFileSync(file, 'utf8'))
+}
+
+/** Write files into a sandbox-relative path and return the absolute path. */
+export function write(dir: string, rel: string, content: string, mode?: number) {
+  const file = path.join(dir, rel)
+  mkdirSync(path.dirname(file), { recursive: true })
+  writeFileSync(file, content)
+  if (mode !== undefined) chmodSync(file, mode)
+  return file
+}
+
+/**
+ * Real TLS files made with openssl: a CA, a client certificate it issued and its key, an expired
+ * certificate from the same CA, a key that matches nothing, and a second CA.
+ */
+export function makeCerts(dir: string) {
+  const d = path.join(dir, 'certs')
+  mkdirSync(path.join(d, 'db'), { recursive: true })
+  const sh = (cmd: string) => execSync(cmd, { cwd: d, stdio: 'pipe' })
+  const ec = '-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'
+  sh(`openssl req -x509 ${ec} -keyout ca-key.pem -out ca.pem -subj /CN=test-ca -days 365`)
+  sh(`openssl req -x509 ${ec} -keyout other-ca-key.pem -out other-ca.pem -subj /CN=other-ca -days 365`)
+  sh(`openssl req -x509 ${ec} -keyout soon-key.pem -out soon.pem -subj /CN=soon -days 10`)
+  sh(`openssl req ${ec} -keyout client-key.pem -out client.csr -subj /CN=client`)
+  sh(`openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out client.pem -days 365`)
+  sh(`openssl genpkey -algorithm ec -pkeyopt ec_paramgen_curve:P-256 -out wrong-key.pem`)
+  writeFileSync(path.join(d, 'db/index'), '')
+  writeFileSync(path.join(d, 'db/serial'), '1000\n')
+  writeFileSync(path.join(d, 'ca.cnf'), '[ca]\ndefault_ca=d\n[d]\ndatabase=db/index\nnew_certs_dir=db\nserial=db/serial\npolicy=p\ndefault_md=sha256\n[p]\ncommonName=supplied\n')
+  sh('openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca-key.pem -in client.csr -out expired.pem -startdate 20200101000000Z -enddate 20210101000000Z -notext')
+  writeFileSync(path.join(d, 'not-pem.pem'), 'this is not a certificate\n')
+  const f = (n: string) => path.join(d, n)
+  return { ca: f('ca.pem'), cert: f('client.pem'), key: f('client-key.pem'), expired: f('expired.pem'), soon: f('soon.pem'), wrongKey: f('wrong-key.pem'), otherCa: f('other-ca.pem'), notPem: f('not-pem.pem') }
+}

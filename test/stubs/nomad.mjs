@@ -1,0 +1,425 @@
+#!/usr/bin/env node
+// Test double of the nomad CLI (1.6), faithful to ../shared/reference/nomad-vault-cli.md:
+// flags before positional arguments (Go `flag`), plan exit codes 0/1/255 and its trailer,
+// -check-index semantics, Nomad Variables with check-and-set, job versions, deployments that go
+// running -> successful, or canary -> waiting for promotion -> successful, or -> failed (auto-revert).
+// State lives in $STUB_STATE/nomad.json; every call is appended to $STUB_STATE/calls.jsonl.
+//
+// Knobs in the state file (tests set them with setState):
+//   mode: "ok" | "forbidden" (403) | "unreachable" | "hang"
+//   outcome: "successful" | "failed" — how the next deployment ends (default successful)
+//   polls: how many status reads a deployment stays "running" before it moves on (default 2)
+//   inplace: true — a changed job plans as an in-place update (exit 0, "+/- Job")
+//   raceAfterPlan: true — another deploy registers the job right after this plan (concurrency)
+//   token: "x" — the only token the cluster accepts (403 for any other)
+import { createHash, randomUUID } from 'node:crypto'
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+
+const dir = process.env.STUB_STATE
+if (!dir) {
+  process.stderr.write('nomad stub: STUB_STATE is not set\n')
+  process.exit(99)
+}
+const stateFile = path.join(dir, 'nomad.json')
+const state = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')) : {}
+state.index ??= 10
+state.jobs ??= {}
+state.vars ??= {}
+state.mode ??= 'ok'
+const save = () => writeFileSync(stateFile, JSON.stringify(state, null, 2))
+
+const argv = process.argv.slice(2)
+const stdin = readStdinIfAny()
+appendFileSync(path.join(dir, 'calls.jsonl'), JSON.stringify({
+  tool: 'nomad', argv, stdin,
+  env: pick(process.env, ['NOMAD_ADDR', 'NOMAD_TOKEN', 'NOMAD_CACERT', 'NOMAD_CLIENT_CERT', 'NOMAD_CLIENT_KEY',
+    'NOMAD_TLS_SERVER_NAME', 'NOMAD_NAMESPACE', 'NOMAD_REGION', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN']),
+}) + '\n')
+
+const out = (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n')
+const err = (s) => process.stderr.write(s.endsWith('\n') ? s : s + '\n')
+const die = (msg, code = 1) => { err(msg); process.exit(code) }
+
+const GLOBAL = { address: 1, token: 1, region: 1, namespace: 1, 'ca-cert': 1, 'ca-path': 1, 'client-cert': 1, 'client-key': 1, 'tls-server-name': 1, 'tls-skip-verify': 0, insecure: 0, 'no-color': 0, 'force-color': 0 }
+const COMMANDS = {
+  'job run': { detach: 0, verbose: 0, output: 0, 'policy-override': 0, 'preserve-counts': 0, json: 0, hcl1: 0, 'hcl2-strict': 0, 'check-index': 1, 'consul-token': 1, 'consul-namespace': 1, 'vault-token': 1, 'vault-namespace': 1, var: 2, 'var-file': 2, 'eval-priority': 1 },
+  'job plan': { diff: 0, 'policy-override': 0, verbose: 0, json: 0, hcl1: 0, 'hcl2-strict': 0, 'vault-token': 1, 'vault-namespace': 1, var: 2, 'var-file': 2 },
+  'job validate': { json: 0, hcl1: 0, 'hcl2-strict': 0, 'vault-token': 1, 'vault-namespace': 1, var: 2, 'var-file': 2 },
+  'job promote': { group: 2, detach: 0, verbose: 0 },
+  'job revert': { detach: 0, verbose: 0, 'consul-token': 1, 'vault-token': 1 },
+  'job status': { short: 0, evals: 0, 'all-allocs': 0, verbose: 0 },
+  'job history': { p: 0, full: 0, json: 0, version: 1, t: 1 },
+  'job inspect': { json: 0, t: 1, version: 1 },
+  'job deployments': { json: 0, t: 1, latest: 0, verbose: 0, all: 0 },
+  'deployment status': { verbose: 0, json: 0, monitor: 0, wait: 1, t: 1 },
+  'node status': { short: 0, os: 0, quiet: 0, verbose: 0, allocs: 0, self: 0, stats: 0, json: 0, t: 1, filter: 1 },
+  'alloc logs': { verbose: 0, job: 0, tail: 0, f: 0, stderr: 0, stdout: 0, n: 1, c: 1, task: 1 },
+  'var get': { item: 1, out: 1, template: 1 },
+  'var put': { 'check-index': 1, force: 0, in: 1, out: 1, template: 1, verbose: 0 },
+  'var list': { 'per-page': 1, 'page-token': 1, filter: 1, out: 1, template: 1 },
+}
+
+if (argv[0] === 'version' || argv[0] === '-version' || argv[0] === '--version') { out('Nomad v1.6.5\nBuildDate 2023-12-19T19:21:57Z'); process.exit(0) }
+const cmd = `${argv[0]} ${argv[1]}`
+const spec = COMMANDS[cmd]
+if (!spec) die(`Unknown command: ${argv.join(' ')} (not in this test double)`, 127)
+const errCode = cmd === 'job plan' ? 255 : 1
+const { flags, args } = parseFlags(argv.slice(2), { ...GLOBAL, ...spec })
+
+// Connection: the real CLI fails on every API call when it cannot talk to the server.
+const addr = process.env.NOMAD_ADDR ?? 'http://127.0.0.1:4646'
+const api = `${addr}/v1/${cmd.replace(' ', '/')}`
+if (state.mode === 'hang') { setInterval(() => {}, 1000); await new Promise(() => {}) }
+if (state.mode === 'unreachable') die(`Error: ${errPrefix()}: Get "${api}": dial tcp 10.9.8.7:4646: connect: connection refused`, errCode)
+if (addr.startsWith('https://') && !(process.env.NOMAD_CACERT && existsSync(process.env.NOMAD_CACERT)))
+  die(`Error: ${errPrefix()}: Get "${api}": tls: failed to verify certificate: x509: certificate signed by unknown authority`, errCode)
+if (state.mode === 'forbidden' || (state.token && process.env.NOMAD_TOKEN !== state.token))
+  die(`Error: ${errPrefix()}: Unexpected response code: 403 (Permission denied)`, errCode)
+
+switch (cmd) {
+  case 'job plan': plan(); break
+  case 'job run': run(); break
+  case 'job validate': parseJobFile(one('<path>')); out('Job validation successful'); break
+  case 'job inspect': inspect(); break
+  case 'job status': status(); break
+  case 'job history': history(); break
+  case 'job deployments': deployments(); break
+  case 'job promote': promote(); break
+  case 'job revert': revert(); break
+  case 'deployment status': deploymentStatus(); break
+  case 'node status': out('ID        Node Pool  DC   Name    Class   Drain  Eligibility  Status\n4f3c2b1a  default    dc1  node-1  <none>  false  eligible     ready'); break
+  case 'alloc logs': out('(logs)'); break
+  case 'var get': varGet(); break
+  case 'var put': varPut(); break
+  case 'var list': out(JSON.stringify(Object.values(state.vars).map(({ Items, ...meta }) => meta), null, 2)); break
+}
+save()
+
+// ------------------------------------------------------------------------------------------------
+
+function errPrefix() {
+  return { 'job plan': 'Error during plan', 'job run': 'Error submitting job', 'var put': 'Error creating variable', 'var get': 'Error retrieving variable' }[cmd] ?? 'Error querying'
+}
+
+function parseFlags(list, known) {
+  const flags = {}
+  let i = 0
+  for (; i < list.length; i++) {
+    const a = list[i]
+    if (a === '--') { i++; break }
+    if (!a.startsWith('-') || a === '-') break
+    let [name, value] = a.replace(/^--?/, '').split(/=(.*)/s)
+    if (!(name in known)) { err(`flag provided but not defined: -${name}`); out(`Usage: nomad ${cmd} [options] ...`); process.exit(errCode) }
+    if (known[name] === 0) { flags[name] = value === undefined ? true : value !== 'false'; continue }
+    if (value === undefined) {
+      if (i + 1 >= list.length) die(`flag needs an argument: -${name}`, errCode)
+      value = list[++i]
+    }
+    if (known[name] === 2) (flags[name] ??= []).push(value)
+    else flags[name] = value
+  }
+  return { flags, args: list.slice(i) }
+}
+
+function one(what) {
+  if (args.length !== 1) die(`This command takes one argument: ${what}\nFor additional help try 'nomad ${cmd} -help'`, errCode)
+  return args[0]
+}
+
+function readStdinIfAny() {
+  // Only the commands that take stdin read it; reading a TTY or an open pipe would block.
+  const a = process.argv.slice(2)
+  if (!(a[0] === 'var' && a[1] === 'put' && (a.includes('-') || a.some((x) => /^[^-][^=]*=-$/.test(x))))) return undefined
+  try { return readFileSync(0, 'utf8') } catch { return '' }
+}
+
+function pick(obj, keys) {
+  return Object.fromEntries(keys.filter((k) => obj[k] !== undefined).map((k) => [k, obj[k]]))
+}
+
+/** Enough of HCL2 to be strict about what matters here: job name, declared variables, canary, groups. */
+function parseJobFile(file) {
+  let text
+  if (file === '-') text = readFileSync(0, 'utf8')
+  else if (!existsSync(file)) die(`Error getting job struct: Error getting jobfile from "${file}": stat ${file}: no such file or directory`, errCode)
+  else text = readFileSync(file, 'utf8')
+  const job = text.match(/^job\s+"([^"]+)"\s*{/m)
+  if (!job) die(`Error getting job struct: Error parsing job file from ${file}:\n${file}:1,1-1: Missing job block`, errCode)
+  if ((text.match(/{/g) ?? []).length !== (text.match(/}/g) ?? []).length) die(`Error getting job struct: Error parsing job file from ${file}:\n${file}: Unclosed configuration block`, errCode)
+  const declared = new Map([...text.matchAll(/^variable\s+"([^"]+)"\s*{([\s\S]*?)^}/gm)].map((m) => [m[1], m[2]]))
+  const vars = {}
+  for (const v of flags.var ?? []) {
+    const [k, val] = v.split(/=(.*)/s)
+    if (val === undefined) die(`Error parsing -var: ${v}: must be key=value`, errCode)
+    if (!declared.has(k)) die(`Error getting job struct: Error parsing job file from ${file}:\n<value for var.${k}>:1,1-1: Undefined -var variable; A "${k}" variable was passed in, but was not found in known variables. To declare variable "${k}", place this block in one of your ".nomad.hcl" file.`, errCode)
+    vars[k] = val
+  }
+  for (const [k, body] of declared) if (!(k in vars) && !/\bdefault\s*=/.test(body))
+    die(`Error getting job struct: Error parsing job file from ${file}:\n${file}: Unset variable "${k}"; A used variable must be set or have a default value`, errCode)
+  const groups = [...text.matchAll(/^\s*group\s+"([^"]+)"/gm)].map((m) => m[1])
+  const canary = Number(text.match(/^\s*canary\s*=\s*(\d+)/m)?.[1] ?? 0)
+  const count = Number(text.match(/^\s*count\s*=\s*(\d+)/m)?.[1] ?? (vars.count ?? 1))
+  const key = createHash('sha256').update(text).update(JSON.stringify(Object.entries(vars).sort())).digest('hex')
+  return { name: job[1], vars, groups: groups.length ? groups : ['main'], canary, count, key, text }
+}
+
+function current(name) {
+  const j = state.jobs[name]
+  return j && j.versions[j.versions.length - 1]
+}
+
+function plan() {
+  const file = one('<path>')
+  const job = parseJobFile(file)
+  const cur = current(job.name)
+  const existing = state.jobs[job.name]
+  let marker, exit, updates
+  if (!cur) { marker = '+ '; exit = 1; updates = `${job.count} create` }
+  else if (cur.key === job.key) { marker = ''; exit = 0; updates = `${job.count} ignore` }
+  else if (state.inplace) { marker = '+/- '; exit = 0; updates = `${job.count} in-place update` }
+  else { marker = '+/- '; exit = 1; updates = job.canary ? `${job.canary} canary, ${job.count} ignore` : `${job.count} create/destroy update` }
+  const lines = [`${marker}Job: "${job.name}"`]
+  for (const g of job.groups) lines.push(`${marker}Task Group: "${g}" (${updates})`)
+  lines.push('', 'Scheduler dry-run:', '- All tasks successfully allocated.', '')
+  const runArgs = (flags.var ?? []).map((v) => `-var=${JSON.stringify(v)} `).join('')
+  lines.push(`Job Modify Index: ${existing ? existing.modifyIndex : 0}`,
+    'To submit the job with version verification run:', '', `nomad job run -check-index ${existing ? existing.modifyIndex : 0} ${runArgs}${file}`, '',
+    'When running the job with the check-index flag, the job will only be run if the', 'job modify index given matches the server-side version. If the index has',
+    'changed, another user has modified the job and the plan\'s results are', 'potentially invalid.')
+  out(lines.join('\n'))
+  process.exitCode = exit
+  if (state.raceAfterPlan) { delete state.raceAfterPlan; register(job.name, { ...job, key: 'someone-else' }) }
+}
+
+function register(name, job, extra = {}) {
+  const j = (state.jobs[name] ??= { versions: [], deployments: [], modifyIndex: 0 })
+  const prev = j.versions[j.versions.length - 1]
+  const version = j.versions.length
+  j.versions.push({ version, key: job.key, text: job.text, vars: job.vars, canary: job.canary, count: job.count, groups: job.groups, submitTime: Date.now() * 1e6, stable: false, ...extra })
+  j.modifyIndex = ++state.index
+  // Canaries are placed only when an earlier version runs (the first deployment has none).
+  const canary = prev ? job.canary : 0
+  const ending = state.outcome ?? 'successful'
+  const d = {
+    ID: randomUUID(), JobID: name, JobVersion: version, Namespace: 'default',
+    Status: 'running', StatusDescription: canary ? 'Deployment is running but requires manual promotion' : 'Deployment is running',
+    TaskGroups: Object.fromEntries(job.groups.map((g) => [g, { AutoRevert: true, AutoPromote: false, Promoted: false, DesiredCanaries: canary, DesiredTotal: job.count, PlacedAllocs: 0, HealthyAllocs: 0, UnhealthyAllocs: 0, PlacedCanaries: [] }])),
+    stub: { polls: 0, ending, previous: prev ? prev.version : null },
+  }
+  j.deployments.push(d)
+  return d
+}
+
+function detachedOutput() {
+  out(`Job registration successful\nEvaluation ID: ${randomUUID()}`)
+}
+
+function run() {
+  const file = one('<path>')
+  const job = parseJobFile(file)
+  const existing = state.jobs[job.name]
+  if (flags['check-index'] !== undefined) {
+    const n = Number(flags['check-index'])
+    if (!Number.isInteger(n) || n < 0) die(`Error parsing check-index value "${flags['check-index']}": strconv.ParseUint: parsing "${flags['check-index']}": invalid syntax`)
+    if (n === 0 && existing) die('Error submitting job: Unexpected response code: 500 (Enforcing job modify index 0: job already exists)\nJob not updated')
+    if (n !== 0 && !existing) die(`Error submitting job: Unexpected response code: 500 (Enforcing job modify index ${n}: job does not exist)\nJob not updated`)
+    if (existing && n !== existing.modifyIndex) die(`Error submitting job: Unexpected response code: 500 (Enforcing job modify index ${n}: job exists with conflicting job modify index: ${existing.modifyIndex})\nJob not updated`)
+  }
+  const d = register(job.name, job)
+  if (flags.detach) return detachedOutput()
+  out(`==> 2024-01-01T00:00:00Z: Monitoring evaluation "${randomUUID().slice(0, 8)}"\n==> 2024-01-01T00:00:00Z: Monitoring deployment "${d.ID.slice(0, 8)}"`)
+  while (d.Status === 'running' && !d.StatusDescription.includes('manual promotion')) advance(d)
+  out(`    ID          = ${d.ID.slice(0, 8)}\n    Job Version = ${d.JobVersion}\n    Status      = ${d.Status}\n    Description = ${d.StatusDescription}`)
+  if (d.Status === 'failed') process.exitCode = 1
+}
+
+/** One status read moves a running deployment along its scripted path. */
+function advance(d) {
+  if (d.Status !== 'running') return
+  d.stub.polls++
+  const groups = Object.values(d.TaskGroups)
+  const canaryWait = groups.some((g) => g.DesiredCanaries > 0 && !g.Promoted)
+  if (d.stub.polls < (state.polls ?? 2)) {
+    for (const g of groups) g.PlacedAllocs = Math.max(g.PlacedAllocs, canaryWait ? g.DesiredCanaries : 1)
+    return
+  }
+  if (d.stub.ending === 'failed') {
+    d.Status = 'failed'
+    for (const g of groups) { g.UnhealthyAllocs = 1; g.HealthyAllocs = 0 }
+    d.StatusDescription = 'Failed due to unhealthy allocations'
+    if (d.stub.previous !== null) {
+      d.StatusDescription += ` - rolling back to job version ${d.stub.previous}`
+      const j = state.jobs[d.JobID]
+      const old = j.versions[d.stub.previous]
+      j.versions.push({ ...old, version: j.versions.length, submitTime: Date.now() * 1e6 })
+      j.modifyIndex = ++state.index
+    }
+    return
+  }
+  if (canaryWait) {
+    for (const g of groups) { g.PlacedCanaries = ['c1']; g.HealthyAllocs = g.DesiredCanaries; g.PlacedAllocs = g.DesiredCanaries }
+    return
+  }
+  d.Status = 'successful'
+  d.StatusDescription = 'Deployment completed successfully'
+  for (const g of groups) { g.HealthyAllocs = g.DesiredTotal; g.PlacedAllocs = g.DesiredTotal }
+  const j = state.jobs[d.JobID]
+  j.versions[d.JobVersion].stable = true
+}
+
+function noJob(name) {
+  die(`No job(s) with prefix or id "${name}" found`)
+}
+
+function inspect() {
+  const name = one('<job>')
+  const cur = current(name)
+  if (!cur) noJob(name)
+  const v = flags.version !== undefined ? state.jobs[name].versions[Number(flags.version)] : cur
+  if (!v) die(`job "${name}" version ${flags.version} not found`)
+  if (flags.t === '{{.Version}}') return out(String(v.version))
+  if (flags.t !== undefined) die(`template not supported by the test double: ${flags.t}`)
+  const job = { ID: name, Name: name, Version: v.version, Stable: v.stable, JobModifyIndex: state.jobs[name].modifyIndex }
+  out(JSON.stringify(flags.json ? job : { Job: job }, null, 4))
+}
+
+function latestDeployment(name) {
+  const j = state.jobs[name]
+  return j?.deployments[j.deployments.length - 1]
+}
+
+function publicDeployment(d) {
+  const { stub, ...rest } = d
+  return rest
+}
+
+function status() {
+  if (args.length === 0) return out(Object.keys(state.jobs).map((n) => `${n}  service  50  running`).join('\n') || 'No running jobs')
+  const name = one('<job>')
+  const cur = current(name)
+  if (!cur) noJob(name)
+  const d = latestDeployment(name)
+  out([`ID            = ${name}`, `Name          = ${name}`, 'Type          = service', 'Priority      = 50', 'Datacenters   = dc1', 'Namespace     = default', 'Status        = running',
+    '', 'Latest Deployment', `ID          = ${d.ID.slice(0, 8)}`, `Status      = ${d.Status}`, `Description = ${d.StatusDescription}`].join('\n'))
+}
+
+function history() {
+  const name = one('<job>')
+  const j = state.jobs[name]
+  if (!j) noJob(name)
+  const versions = [...j.versions].reverse()
+  if (flags.json) return out(JSON.stringify(versions.map((v) => ({ ID: name, Version: v.version, Stable: v.stable, SubmitTime: v.submitTime })), null, 4))
+  out(versions.map((v) => `Version     = ${v.version}\nStable      = ${v.stable}\nSubmit Date = 2024-01-01T00:00:00Z`).join('\n\n'))
+}
+
+function deployments() {
+  const name = one('<job>')
+  const j = state.jobs[name]
+  if (!j) noJob(name)
+  for (const d of j.deployments) advance(d)
+  if (flags.latest) {
+    const d = latestDeployment(name)
+    if (flags.json) return out(JSON.stringify(d ? publicDeployment(d) : null, null, 4))
+    return out(d ? `ID          = ${d.ID.slice(0, 8)}\nJob ID      = ${name}\nJob Version = ${d.JobVersion}\nStatus      = ${d.Status}\nDescription = ${d.StatusDescription}` : 'No deployments found')
+  }
+  const list = [...j.deployments].reverse().map(publicDeployment)
+  if (flags.json) return out(JSON.stringify(list, null, 4))
+  out(['ID        Job ID  Job Version  Status  Description', ...list.map((d) => `${d.ID.slice(0, 8)}  ${name}  ${d.JobVersion}  ${d.Status}  ${d.StatusDescription}`)].join('\n'))
+}
+
+function deploymentStatus() {
+  const id = one('<deployment id>')
+  const d = Object.values(state.jobs).flatMap((j) => j.deployments).find((x) => x.ID.startsWith(id))
+  if (!d) die(`No deployment(s) with prefix or id "${id}" found`)
+  if (!flags.monitor) advance(d)
+  if (flags.json) return out(JSON.stringify(publicDeployment(d), null, 4))
+  out(`ID          = ${d.ID.slice(0, 8)}\nJob ID      = ${d.JobID}\nJob Version = ${d.JobVersion}\nStatus      = ${d.Status}\nDescription = ${d.StatusDescription}`)
+}
+
+function promote() {
+  const name = one('<job id>')
+  if (!state.jobs[name]) noJob(name)
+  const d = latestDeployment(name)
+  const waiting = d && d.Status === 'running' && Object.values(d.TaskGroups).some((g) => g.DesiredCanaries > 0 && !g.Promoted)
+  if (!waiting) die(`Job "${name}" has no deployment to promote`)
+  for (const [g, tg] of Object.entries(d.TaskGroups))
+    if (tg.HealthyAllocs < tg.DesiredCanaries) die(`Error promoting deployment: Unexpected response code: 500 (rpc error: 1 error occurred:\n\t* Task group "${g}" has ${tg.HealthyAllocs}/${tg.DesiredCanaries} healthy allocations\n\n)`)
+  for (const tg of Object.values(d.TaskGroups)) tg.Promoted = true
+  d.StatusDescription = 'Deployment is running'
+  d.stub.polls = 0
+  if (flags.detach) return out(`Evaluation ID: ${randomUUID()}`)
+  out(`==> Monitoring evaluation "${randomUUID().slice(0, 8)}"`)
+}
+
+function revert() {
+  if (args.length !== 2) die(`This command takes two arguments: <job> <version>\nFor additional help try 'nomad job revert -help'`)
+  const [name, raw] = args
+  if (!/^\d+$/.test(raw)) die(`Failed to parse job-version flag: strconv.ParseUint: parsing "${raw}": invalid syntax`)
+  const j = state.jobs[name]
+  if (!j) noJob(name)
+  const n = Number(raw)
+  const cur = current(name)
+  if (n === cur.version) die(`Error retrieving job version ${n} for job ${name}: Unexpected response code: 500 (can't revert to current version)`)
+  const old = j.versions[n]
+  if (!old) die(`Error retrieving job version ${n} for job ${name}: Unexpected response code: 500 (job "${name}" in namespace "default" at version ${n} not found)`)
+  register(name, old, { revertedFrom: n })
+  if (flags.detach) return detachedOutput()
+  out(`==> Monitoring evaluation "${randomUUID().slice(0, 8)}"`)
+}
+
+// ----- Nomad Variables --------------------------------------------------------------------------
+
+function varGet() {
+  const p = one('<path>')
+  const v = state.vars[p]
+  if (!v) die('Variable not found')
+  if (flags.item !== undefined) {
+    if (!(flags.item in v.Items)) { err('panic: runtime error: invalid memory address or nil pointer dereference'); process.exit(2) }
+    return process.stdout.write(v.Items[flags.item])
+  }
+  out(JSON.stringify(v, null, 2))
+}
+
+function varPut() {
+  if (!args.length) die('Not enough arguments (expected >1, got 0)')
+  let p, items = {}, specIndex
+  if (args[0] === '-' || args[0].startsWith('@')) {
+    const text = args[0] === '-' ? stdin : readFileSync(args[0].slice(1), 'utf8')
+    if ((flags.in ?? 'json') !== 'json') die('test double: only -in=json specs are supported')
+    let spec
+    try { spec = JSON.parse(text) } catch (e) { die(`Error parsing variable specification: ${e.message}`) }
+    p = spec.Path
+    items = spec.Items ?? {}
+    specIndex = spec.ModifyIndex
+  } else {
+    p = args[0]
+    let usedStdin = false
+    for (const kv of args.slice(1)) {
+      const [k, v] = kv.split(/=(.*)/s)
+      if (v === undefined) die(`Error parsing arguments: ${kv}: expected key=value`)
+      if (v === '-') {
+        if (usedStdin) die('Error parsing arguments: stdin can only be used once')
+        usedStdin = true
+        items[k] = stdin
+      } else if (v.startsWith('@')) items[k] = readFileSync(v.slice(1), 'utf8')
+      else if (v === '') delete items[k]
+      else items[k] = v
+    }
+  }
+  if (!p || !/^[a-zA-Z0-9-_~/]{1,128}$/.test(p)) die(`Error creating variable: invalid path "${p}"`)
+  if (!Object.keys(items).length) die('Error creating variable: Unexpected response code: 400 (variable missing required Items object)')
+  const existing = state.vars[p]
+  const serverIndex = existing ? existing.ModifyIndex : 0
+  if (!flags.force) {
+    const given = flags['check-index'] !== undefined ? Number(flags['check-index']) : (specIndex ?? 0)
+    if (given !== serverIndex) die(`Check-and-Set conflict\n\n  Your provided check-index (${given}) does not match the server-side index (${serverIndex}).\n  The server-side item was modified since you last read it. To overwrite it\n  anyway, add the -force or -check-index=${serverIndex} flag before the positional arguments.`)
+  }
+  const now = Date.now() * 1e6
+  const index = ++state.index
+  state.vars[p] = { Namespace: 'default', Path: p, CreateIndex: existing?.CreateIndex ?? index, ModifyIndex: index, CreateTime: existing?.CreateTime ?? now, ModifyTime: now, Items: items }
+  const fmt = flags.out ?? (process.stdout.isTTY ? 'none' : 'json')
+  if (fmt === 'json') out(JSON.stringify(state.vars[p], null, 2))
+  else if (fmt !== 'none') out(`Namespace = default\nPath = ${p}\n${Object.entries(items).map(([k, v]) => `${k} = ${v}`).join('\n')}`)
+  if (fmt === 'none') out(`Created variable "${p}" with modify index ${index}`)
+}
