@@ -11,7 +11,7 @@ export const root = fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/,
 const tsx = path.join(root, 'node_modules/tsx/dist/esm/index.mjs')
 
 export type Call = { tool: string; argv: string[]; env: Record<string, string>; stdin?: string }
-export type Result = { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; output: string; pid?: number }
+export type Result = { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; output: string; pid?: number; trace?: string }
 
 /** The variables every script run gets unless a test overrides them (a dev-agent nomad, no TLS). */
 export const baseEnv = {
@@ -73,7 +73,7 @@ export function sandbox() {
      * Run `deploy/<script>` as a user does (node + tsx, no npx), with the sandbox env file unless
      * the args name one. Resolves when the process ends; `onStart` gets the child (for signals).
      */
-    run(script: string, args: string[] = [], opts: { env?: Record<string, string | undefined>; input?: string; timeoutMs?: number; cwd?: string; onStart?: (pid: number) => void } = {}): Promise<Result> {
+    run(script: string, args: string[] = [], opts: { env?: Record<string, string | undefined>; input?: string; timeoutMs?: number; cwd?: string; onStart?: (pid: number) => void; trace?: boolean } = {}): Promise<Result> {
       const argv = [...args]
       if (!argv.includes('--env-file') && !argv.includes('--help') && !argv.includes('-h')) argv.push('--env-file', envFile)
       const env: Record<string, string> = {
@@ -87,10 +87,12 @@ export function sandbox() {
         if (v === undefined) delete env[k]
         else env[k] = v
       }
+      // trace: every execve of the script and its descendants (zx's own `bash -c` included), by strace.
+      const traceFile = path.join(dir, `execve-${Date.now()}.log`)
+      const node = [process.execPath, '--import', tsx, path.join(root, 'deploy', script), ...argv]
+      const [cmd, ...cmdArgs] = opts.trace ? ['strace', '-f', '-qq', '-e', 'trace=execve', '-s', '65535', '-o', traceFile, ...node] : node
       return new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, ['--import', tsx, path.join(root, 'deploy', script), ...argv], {
-          cwd: opts.cwd ?? dir, env, stdio: ['pipe', 'pipe', 'pipe'],
-        })
+        const child = spawn(cmd, cmdArgs, { cwd: opts.cwd ?? dir, env, stdio: ['pipe', 'pipe', 'pipe'] })
         let stdout = ''
         let stderr = ''
         let output = ''
@@ -102,7 +104,8 @@ export function sandbox() {
         child.on('error', reject)
         child.on('close', (code, signal) => {
           clearTimeout(timer)
-          resolve({ code, signal, stdout, stderr, output, pid: child.pid })
+          const trace = opts.trace ? readFileSync(traceFile, 'utf8') : undefined
+          resolve({ code, signal, stdout, stderr, output, pid: child.pid, trace })
         })
       })
     },

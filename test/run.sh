@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command (`npm test`): installs what the tests need on a Debian machine when it is
-# missing (openssh-server, golang-go, haproxy, git, openssl, dash, procps; npm packages with npm ci),
-# then runs the whole suite. Extra arguments go to vitest (e.g. `npm test -- test/deploy_nomad.test.ts`).
+# missing (openssh-server, golang-go, haproxy, git, openssl, dash, procps, strace; npm packages with
+# npm ci), then runs the whole suite. Extra arguments go to vitest (e.g. `npm test -- test/deploy_nomad.test.ts`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,8 @@ have git     || need+=(git)
 have openssl || need+=(openssl)
 have dash    || need+=(dash)
 have ps      || need+=(procps)
+have strace  || need+=(strace)
+have script  || need+=(util-linux)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "The tests need: ${need[*]}. Install them (Debian: sudo apt-get install ${need[*]}) and run again." >&2

@@ -45,7 +45,18 @@ export function start(scriptUrl: string, spec: { options?: Options; positionals?
   loadEnvFile(values['env-file'] as string | undefined)
   installHandlers()
   const dryRun = Boolean(values['dry-run'])
-  return { flags: values as Record<string, string | boolean | undefined>, args: positionals, dryRun, check: checks(dryRun) }
+  const check = checks(dryRun)
+  const t = process.env.DEPLOY_COMMAND_TIMEOUT
+  if (t !== undefined && !/^[1-9]\d*$/.test(t)) check.problem(`DEPLOY_COMMAND_TIMEOUT=${JSON.stringify(t)} must be a whole number of seconds`)
+  return { flags: values as Record<string, string | boolean | undefined>, args: positionals, dryRun, check }
+}
+
+/**
+ * The bound of one command that talks to the network (nomad, vault, ssh): DEPLOY_COMMAND_TIMEOUT
+ * seconds, default 60. A command still running then is killed with its process tree and reported.
+ */
+export function networkTimeout(): string {
+  return `${/^[1-9]\d*$/.test(process.env.DEPLOY_COMMAND_TIMEOUT ?? '') ? process.env.DEPLOY_COMMAND_TIMEOUT : 60}s`
 }
 
 /** --help is the script's header comment: one text for the reader of the file and of the terminal. */
@@ -195,7 +206,10 @@ const children = new Set<ChildProcess>()
 
 function describe(e: unknown): string {
   if (e instanceof ProcessOutput) {
-    const how = e.signal ? `was stopped by ${e.signal}` : `exited ${e.exitCode}`
+    // A child stopped by SIGTERM while this script runs on was stopped by its time limit (zx timeout).
+    const how = e.signal === 'SIGTERM'
+      ? `gave no answer in ${(e.duration / 1000).toFixed(0)}s and was stopped with its process tree (time limit; DEPLOY_COMMAND_TIMEOUT for network commands)`
+      : e.signal ? `was stopped by ${e.signal}` : `exited ${e.exitCode}`
     const err = e.stderr.trim().split('\n').slice(-3).join(' | ') || e.stdout.trim().split('\n').slice(-2).join(' | ')
     return `${lastCommand} ${how}${err ? `: ${err}` : ''}`
   }
