@@ -1,0 +1,88 @@
+#!/usr/bin/env -S npx tsx
+// deploy_arangodb: deploy the Agent Economique ArangoDB job (jobs/arangodb.nomad, Docker) with the local nomad CLI.
+//
+// Usage: npx tsx deploy/deploy_arangodb.mts [--dry-run] [--timeout 10m] [--env-file PATH]
+//
+// First checks that the Nomad Variable nomad/jobs/arangodb-agent-economique holds a root_password item
+// (the job's template reads the root password from it and would wait forever without it; the value
+// itself is never read: only the item names). Then runs `nomad job plan` (shows the diff, proves the
+// cluster accepts the token), `nomad job run -check-index N -detach`, and follows the deployment to
+// its outcome. When the plan shows no change at all, nothing is run. Prints the host_volume client
+// block to add by hand; never changes the Nomad configuration.
+// Order: deploy_arango_volume.mts, put_arangodb_password.mts, then this script.
+//
+// Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md).
+// Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
+//        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
+//        ARANGO_DATA_DIR (default /opt/arangodb_data; only for the host_volume block it prints).
+// Options:
+//   --dry-run         print the commands a real run would execute; run nothing
+//   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
+//   --env-file PATH   read the configuration from PATH instead of .env
+//   -h, --help        this help
+// Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
+import path from 'node:path'
+import { EXIT, fail, refuse, root, start, step } from './lib/env.mts'
+import { deployPlanned, nomadConnection, nomadError, planCommands, planJob, shq, timeoutSeconds } from './lib/connect.mts'
+
+const JOB = 'arangodb-agent-economique'
+const FILE = path.join(root, 'jobs/arangodb.nomad')
+const VAR_PATH = `nomad/jobs/${JOB}`
+const ITEM = 'root_password'
+// Metadata and item NAMES only: the value never reaches this process.
+const NAMES = '{{.ModifyIndex}}{{range $k, $v := .Items}} {{$k}}{{end}}'
+
+// Check
+const { check, dryRun, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } } })
+const nomad = nomadConnection(check)
+const dataDir = check.remotePath('ARANGO_DATA_DIR', '/opt/arangodb_data')
+const timeout = timeoutSeconds(flags.timeout, check)
+check.done()
+
+if (dryRun) {
+  const [exportLine, ...deploy] = planCommands(nomad, FILE)
+  console.log([exportLine, `nomad var get -out go-template -template ${shq(NAMES)} ${VAR_PATH}`, ...deploy].join('\n'))
+  console.log(`# then follow the deployment: nomad job deployments -latest ${JOB}`)
+  process.exit(EXIT.done)
+}
+
+step(`Check the Nomad Variable ${VAR_PATH} (item names only)`)
+const found = await nomad.$`nomad var get -out go-template -template ${NAMES} ${VAR_PATH}`
+const missing = `run first: npx tsx deploy/put_arangodb_password.mts (the job's template waits for ${VAR_PATH}:${ITEM})`
+if (!found.ok) {
+  if (/Variable not found/.test(found.stderr))
+    refuse([`the Nomad Variable ${VAR_PATH} does not exist (or NOMAD_TOKEN may not read it: Nomad 1.x reports both alike): ${missing}`])
+  const { message, code } = nomadError(nomad, found)
+  if (code === EXIT.refused) refuse([`nomad var get ${VAR_PATH}: ${message}`])
+  fail(`nomad var get ${VAR_PATH}: ${message}`)
+}
+const [varIndex, ...items] = found.stdout.trim().split(/\s+/)
+if (!items.includes(ITEM)) refuse([`the Nomad Variable ${VAR_PATH} has no ${ITEM} item (items: ${items.join(', ') || 'none'}): ${missing}`])
+console.error(`    ${VAR_PATH} holds ${ITEM} (modify index ${varIndex})`)
+
+// Plan
+step(`Plan ${JOB}`)
+const plan = await planJob(nomad, JOB, FILE)
+
+// --- point of no return ---
+const result = await deployPlanned(nomad, plan, timeout)
+
+// Report
+console.log(`
+The host volume must be declared on the client (a manual, one-time change; no script applies it;
+deploy_arango_volume.mts creates the directory):
+  /etc/nomad.d/nomad.hcl:
+    client {
+      host_volume "arangodb_data" {
+        path      = "${dataDir}"
+        read_only = false
+      }
+    }
+  then: sudo systemctl restart nomad
+
+Useful commands:
+  nomad job status ${JOB}
+  nomad job deployments ${JOB}${result.deployment ? `\n  nomad deployment status ${result.deployment.slice(0, 8)}` : ''}
+  nomad alloc logs -f -job ${JOB}
+  nomad job history ${JOB}
+  nomad var get -item ${ITEM} ${VAR_PATH}    # the root password (needs variables:read)`)

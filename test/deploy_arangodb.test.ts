@@ -1,0 +1,167 @@
+// deploy_arangodb.mts, run as a user runs it, against the nomad test double: the Nomad Variable check
+// above the point of no return, then plan -> run -check-index -> follow (the kit's shared sequence).
+import path from 'node:path'
+import { beforeEach, describe, expect, it } from 'vitest'
+import { root, sandbox, type Sandbox } from './helpers.ts'
+
+const SCRIPT = 'deploy_arangodb.mts'
+const JOB = 'arangodb-agent-economique'
+const JOBFILE = path.join(root, 'jobs/arangodb.nomad')
+const VAR = `nomad/jobs/${JOB}`
+const CANARY = 'canary-stored-arango-pw-5150'
+const CHECK = `var get -out go-template -template {{.ModifyIndex}}{{range $k, $v := .Items}} {{$k}}{{end}} ${VAR}`
+let sb: Sandbox
+beforeEach(() => {
+  sb = sandbox()
+})
+
+function storePassword(items: Record<string, string> = { root_password: CANARY }) {
+  sb.setState({ index: 20, vars: { [VAR]: { Namespace: 'default', Path: VAR, CreateIndex: 20, ModifyIndex: 20, CreateTime: 1, ModifyTime: 1, Items: items } } })
+}
+
+describe('deploy_arangodb: the main path', () => {
+  it('checks the Variable (names only), plans, runs with the plan\'s check-index, follows to success', async () => {
+    storePassword()
+    const r = await sb.run(SCRIPT)
+    expect(r.stderr).not.toMatch(/✗/)
+    expect(r.code).toBe(0)
+    expect(sb.commands('nomad')).toEqual([
+      CHECK,
+      `job plan ${JOBFILE}`,
+      `job run -check-index 0 -detach ${JOBFILE}`,
+      `job inspect -t {{.Version}} ${JOB}`,
+      `job deployments -latest -json ${JOB}`,
+      `job deployments -latest -json ${JOB}`,
+    ])
+    expect(r.stderr).toContain(`${VAR} holds root_password (modify index 20)`)
+    expect(r.stdout).toMatch(new RegExp(`^${JOB} version 0: deployment [0-9a-f]{8} successful`, 'm'))
+    expect(r.stdout).toContain('host_volume "arangodb_data" {\n        path      = "/opt/arangodb_data"\n        read_only = false')
+    expect(r.stdout).toContain('then: sudo systemctl restart nomad')
+    expect(r.stdout).toContain(`nomad alloc logs -f -job ${JOB}`)
+    expect(r.stdout).toContain(`nomad var get -item root_password ${VAR}`)
+    // The password is never read, let alone shown, and never a -var.
+    for (const call of sb.calls('nomad')) expect(call.argv.join(' ')).not.toMatch(/-item|-var|canary/)
+    expect(r.output).not.toContain(CANARY)
+  })
+
+  it('prints the host_volume block with ARANGO_DATA_DIR, the directory deploy_arango_volume creates', async () => {
+    storePassword()
+    const r = await sb.run(SCRIPT, [], { env: { ARANGO_DATA_DIR: '/srv/arango/' } })
+    expect(r.code).toBe(0)
+    expect(r.stdout).toContain('path      = "/srv/arango"')
+  })
+
+  it('does not run the job when the plan shows no change, and says so', async () => {
+    storePassword()
+    expect((await sb.run(SCRIPT)).code).toBe(0)
+    const before = sb.calls('nomad').length
+    const r = await sb.run(SCRIPT)
+    expect(r.code).toBe(0)
+    expect(r.stdout).toContain(`${JOB} is already up to date (the plan shows no change): nothing was run`)
+    expect(sb.commands('nomad').slice(before)).toEqual([CHECK, `job plan ${JOBFILE}`])
+    expect(sb.readState().jobs[JOB].versions).toHaveLength(1)
+  })
+
+  it('stops without overwriting when the job changed between plan and run (check-index)', async () => {
+    storePassword()
+    sb.setState({ raceAfterPlan: true })
+    const r = await sb.run(SCRIPT)
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(new RegExp(`${JOB} changed on the cluster since the plan \\(.*job already exists.*\\): nothing was overwritten`))
+  })
+
+  it('exits 1 with Nomad\'s reason when the deployment fails', async () => {
+    storePassword()
+    sb.setState({ outcome: 'failed' })
+    const r = await sb.run(SCRIPT)
+    expect(r.code).toBe(1)
+    expect(r.stdout).toMatch(/deployment [0-9a-f]{8} failed: Failed due to unhealthy allocations/)
+  })
+})
+
+describe('deploy_arangodb: refused before anything changes', () => {
+  it('refuses (exit 2) when the Nomad Variable does not exist: no plan, no run, says what to run first', async () => {
+    const r = await sb.run(SCRIPT)
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain(`the Nomad Variable ${VAR} does not exist (or NOMAD_TOKEN may not read it`)
+    expect(r.stderr).toContain('run first: npx tsx deploy/put_arangodb_password.mts')
+    expect(sb.commands('nomad')).toEqual([CHECK])
+    expect(sb.readState().jobs ?? {}).toEqual({})
+  })
+
+  it('refuses (exit 2) when the Variable has no root_password item, naming the items it has (not their values)', async () => {
+    storePassword({ other: CANARY })
+    const r = await sb.run(SCRIPT)
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain(`the Nomad Variable ${VAR} has no root_password item (items: other)`)
+    expect(sb.commands('nomad')).toEqual([CHECK])
+    expect(r.output).not.toContain(CANARY)
+  })
+
+  it('a refused token (403) stops at the first call with exit 2 and names NOMAD_TOKEN', async () => {
+    storePassword()
+    sb.setState({ mode: 'forbidden' })
+    const r = await sb.run(SCRIPT)
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/NOMAD_TOKEN/)
+    expect(sb.commands('nomad')).toEqual([CHECK])
+  })
+
+  it('an unreachable cluster stops at the first call with exit 1, a connection problem', async () => {
+    sb.setState({ mode: 'unreachable' })
+    const r = await sb.run(SCRIPT)
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/cannot reach Nomad at http:\/\/127\.0\.0\.1:4646: a connection problem/)
+    expect(sb.commands('nomad')).toEqual([CHECK])
+    expect(r.stderr).not.toMatch(/\n\s+at /)
+  })
+
+  it('refuses without nomad on PATH (exit 2)', async () => {
+    const r = await sb.run(SCRIPT, [], { env: { PATH: sb.pathWithout('nomad') } })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/nomad not found on PATH \(install the Nomad CLI/)
+  })
+
+  it('reports ALL invalid settings in one message', async () => {
+    const r = await sb.run(SCRIPT, ['--timeout', 'soon'], { env: { NOMAD_ADDR: 'https://nomad.test:4646', ARANGO_DATA_DIR: 'data/arango' } })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('NOMAD_TOKEN is not set')
+    expect(r.stderr).toContain('ARANGO_DATA_DIR="data/arango" must be an absolute path')
+    expect(r.stderr).toContain('--timeout soon: give a positive duration')
+    expect(sb.calls()).toEqual([])
+  })
+})
+
+describe('deploy_arangodb: flags', () => {
+  it('--help prints the header', async () => {
+    const r = await sb.run(SCRIPT, ['--help'])
+    expect(r.code).toBe(0)
+    expect(r.stdout).toMatch(/^deploy_arangodb: deploy the Agent Economique ArangoDB job/)
+    for (const s of ['Usage: npx tsx deploy/deploy_arangodb.mts', 'Needs: nomad CLI', 'NOMAD_TOKEN', 'ARANGO_DATA_DIR', 'DEPLOY_POLL_SECONDS', 'Exit: 0 done'])
+      expect(r.stdout).toContain(s)
+  })
+
+  it('--dry-run with .env.example and no nomad installed prints the whole plan, runs nothing', async () => {
+    const r = await sb.run(SCRIPT, ['--dry-run', '--env-file', path.join(root, '.env.example')], {
+      env: { PATH: sb.pathWithout('nomad'), NOMAD_ADDR: undefined }, cwd: root,
+    })
+    expect(r.code).toBe(0)
+    expect(r.stderr).toMatch(/warning: a real run would refuse: nomad not found on PATH/)
+    expect(r.stdout.split('\n')).toEqual([
+      expect.stringMatching(/^export NOMAD_ADDR=https:\/\/nomad\.example\.internal:4646 NOMAD_CACERT=.* NOMAD_TOKEN="\$NOMAD_TOKEN"$/),
+      `nomad var get -out go-template -template '{{.ModifyIndex}}{{range $k, $v := .Items}} {{$k}}{{end}}' ${VAR}`,
+      'nomad job plan jobs/arangodb.nomad',
+      'nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach jobs/arangodb.nomad',
+      `# then follow the deployment: nomad job deployments -latest ${JOB}`,
+      '',
+    ])
+    expect(r.output).not.toContain('00000000-0000-0000-0000-000000000000')
+  })
+
+  it('--dry-run calls no nomad command at all', async () => {
+    storePassword()
+    const r = await sb.run(SCRIPT, ['--dry-run'])
+    expect(r.code).toBe(0)
+    expect(sb.calls()).toEqual([])
+  })
+})
