@@ -1,0 +1,89 @@
+#!/usr/bin/env -S npx tsx
+// deploy_valkey: deploy Valkey 8.0, the storefront's shared ISR cache (jobs/valkey.nomad), with the local nomad CLI.
+//
+// Usage: npx tsx deploy/deploy_valkey.mts [--dry-run] [--timeout 10m] [--env-file PATH]
+//
+// Runs `nomad job plan` (shows the diff, proves the cluster accepts the token), then
+// `nomad job run -check-index N -detach`, and follows the deployment to its outcome. When the plan
+// shows no change at all, nothing is run. The job needs, before its first deploy:
+//   - the host volume "valkey_data" on a client: deploy/deploy_valkey_volume.mts creates the directory
+//     and prints the client block to add by hand (no script changes the Nomad configuration);
+//   - valkey_password in Vault at STOREFRONT_VAULT_PATH: deploy/put_storefront_secrets.mts.
+// The job reads the password from Vault itself (a template); this script never sees it, and never
+// hands VAULT_TOKEN to nomad. The Vault path given to the job comes from STOREFRONT_VAULT_PATH, the
+// setting put_storefront_secrets writes to, so the two cannot drift.
+//
+// Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md).
+// Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
+//        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
+//        STOREFRONT_VAULT_PATH (default secret/cedra/prod), VALKEY_DATA_DIR (default /opt/valkey_data,
+//        only shown in the host_volume reminder).
+// Options:
+//   --dry-run         print the commands a real run would execute; run nothing
+//   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
+//   --env-file PATH   read the configuration from PATH instead of .env
+//   -h, --help        this help
+// Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
+import path from 'node:path'
+import { root, start, step, type Checks } from './lib/env.mts'
+import { deployPlanned, nomadConnection, planCommands, planJob, timeoutSeconds } from './lib/connect.mts'
+
+const JOB = 'valkey'
+const FILE = path.join(root, 'jobs/valkey.nomad')
+
+// Check
+const { check, dryRun, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } } })
+const nomad = nomadConnection(check)
+const secretPath = kvPath(check, 'STOREFRONT_VAULT_PATH', 'secret/cedra/prod')
+const dataDir = check.remotePath('VALKEY_DATA_DIR', '/opt/valkey_data')
+const timeout = timeoutSeconds(flags.timeout, check)
+check.done()
+const vars = { vault_secret: secretPath.api }
+const needs = `Valkey needs the host volume "valkey_data" on a client (deploy/deploy_valkey_volume.mts) and valkey_password in Vault at ${secretPath.path} (deploy/put_storefront_secrets.mts)`
+
+if (dryRun) {
+  console.log(`# ${needs}`)
+  console.log(planCommands(nomad, FILE, vars).join('\n'))
+  console.log(`# then follow the deployment: nomad job deployments -latest ${JOB}`)
+  process.exit(0)
+}
+
+// Plan
+console.error(`note: ${needs}`)
+step(`Plan ${JOB} (password from Vault at ${secretPath.api})`)
+const plan = await planJob(nomad, JOB, FILE, vars)
+
+// --- point of no return ---
+const result = await deployPlanned(nomad, plan, timeout)
+
+// Report
+console.log(`
+Before the first deploy (both one-time, neither applied by this script):
+  - the host volume, on the client that runs Valkey (deploy/deploy_valkey_volume.mts creates the directory):
+      /etc/nomad.d/nomad.hcl:   client { host_volume "valkey_data" { path = "${dataDir}"  read_only = false } }
+      then: sudo systemctl restart nomad
+  - valkey_password in Vault at ${secretPath.path}: npx tsx deploy/put_storefront_secrets.mts
+A deployment that stays pending usually lacks one of them: see nomad job status ${JOB} ("missing compatible host volumes")
+or the alloc's events ("Missing: vault.read(${secretPath.api})").
+
+Useful commands:
+  nomad job status ${JOB}
+  nomad job deployments ${JOB}${result.deployment ? `\n  nomad deployment status ${result.deployment.slice(0, 8)}` : ''}
+  nomad alloc logs -f -job ${JOB} valkey
+  nomad alloc logs -f -job ${JOB} exporter
+  consul catalog nodes -service=valkey
+  nomad job history ${JOB}`)
+
+// ---------------------------------------------------------------------------------------------
+
+/** A KV path as the vault CLI takes it (<mount>/<path>); the KV v2 API path a template reads adds /data/ after the mount. */
+function kvPath(check: Checks, name: string, fallback: string) {
+  const v = check.get(name, fallback)
+  const parts = v.split('/')
+  if (v && !/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_.-]+)+$/.test(v))
+    check.problem(`${name}=${JSON.stringify(v)} must be <mount>/<path> of letters, digits and _ . - (such as secret/cedra/prod)`)
+  else if (parts.some((p) => p === '.' || p === '..')) check.problem(`${name}=${JSON.stringify(v)} must not contain . or .. segments`)
+  else if (parts[1] === 'data')
+    check.problem(`${name}=${JSON.stringify(v)}: give the path as the vault CLI takes it, without /data/ (secret/cedra/prod, not secret/data/cedra/prod)`)
+  return { path: v, api: `${parts[0]}/data/${parts.slice(1).join('/')}` }
+}
