@@ -26,7 +26,7 @@
 // Exit: 0 done (stored, unchanged or kept), 1 a step failed (e.g. a concurrent write), 2 refused before changing anything.
 import { randomBytes } from 'node:crypto'
 import type { ProcessOutput } from 'zx'
-import { EXIT, fail, onExit, refuse, secret, start, step } from './lib/env.mts'
+import { askHidden, EXIT, fail, refuse, secret, start, step } from './lib/env.mts'
 import { nomadConnection, nomadError } from './lib/connect.mts'
 
 const VAR_PATH = 'nomad/jobs/arangodb-agent-economique'
@@ -124,47 +124,10 @@ function nomadStop(what: string, out: ProcessOutput): never {
 
 /** The hidden prompt: typed twice, compared; refused (exit 2, nothing written) when empty or different. */
 async function askTwice(): Promise<string> {
-  const first = secret(await readHidden(`ArangoDB root password for ${VAR_PATH} (not echoed): `))!
+  const first = await askHidden(`ArangoDB root password for ${VAR_PATH} (not echoed): `)
   if (!first) refuse(['no password typed: nothing was written'])
   if (/[\x00-\x1f\x7f]/.test(first)) refuse(['the password typed holds a control character: nothing was written'])
-  const again = await readHidden('Type it again: ')
+  const again = await askHidden('Type it again: ')
   if (again !== first) refuse(['the two passwords typed differ: nothing was written'])
   return first
-}
-
-/** Read one line from the terminal with echo off (raw mode set BEFORE the prompt is shown). */
-function readHidden(prompt: string): Promise<string> {
-  const tty = process.stdin
-  tty.setRawMode(true)
-  onExit(() => tty.isRaw && tty.setRawMode(false))
-  process.stderr.write(prompt)
-  return new Promise((resolve) => {
-    let value = ''
-    const finish = () => {
-      tty.off('data', onData)
-      tty.setRawMode(false)
-      tty.pause()
-      process.stderr.write('\n')
-    }
-    const onData = (chunk: string) => {
-      for (const ch of chunk) {
-        if (ch === '\r' || ch === '\n' || ch === '\u0004') {
-          finish()
-          return resolve(value)
-        }
-        if (ch === '\u0003') {
-          // Ctrl-C (raw mode sends no signal): the kit's handler, exit 130. stdin stays open until then.
-          tty.off('data', onData)
-          tty.setRawMode(false)
-          process.stderr.write('\n')
-          return void process.kill(process.pid, 'SIGINT')
-        }
-        if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('')
-        else if (ch >= ' ') value += ch
-      }
-    }
-    tty.setEncoding('utf8')
-    tty.on('data', onData)
-    tty.resume()
-  })
 }

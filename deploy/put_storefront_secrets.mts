@@ -26,7 +26,7 @@
 import { randomBytes, X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { $, type ProcessOutput } from 'zx'
-import { EXIT, fail, refuse, secret, start, step, type Checks } from './lib/env.mts'
+import { askHidden, EXIT, fail, refuse, secret, start, step, type Checks } from './lib/env.mts'
 import { shq } from './lib/connect.mts'
 
 const KEYS = [
@@ -72,7 +72,7 @@ for (const { key, env, generate } of KEYS) {
   if (given[key] !== undefined) values[key] = { value: given[key]!, how: `from ${env}` }
   else if (kept !== undefined) values[key] = { value: String(kept), how: 'kept' }
   else if (process.stdin.isTTY) {
-    const typed = secret(await hiddenPrompt(`${key} for ${where.path}${generate ? ' (empty: generate one)' : ''}: `))!
+    const typed = await askHidden(`${key} for ${where.path}${generate ? ' (empty: generate one)' : ''}: `)
     if (typed) values[key] = { value: typed, how: 'typed' }
     else if (generate) values[key] = { value: generated(), how: 'generated' }
     else missing.push(`${key}: nothing was typed (or set ${env})`)
@@ -234,37 +234,3 @@ function vaultError(out: ProcessOutput): { message: string; code: number } {
 }
 
 /** Read one line from the terminal with no echo at all; raw mode is on BEFORE the prompt shows. */
-async function hiddenPrompt(label: string): Promise<string> {
-  const input = process.stdin
-  input.setRawMode(true)
-  process.stderr.write(label)
-  input.setEncoding('utf8')
-  input.resume()
-  try {
-    return await new Promise<string>((resolve) => {
-      let value = ''
-      const onData = (chunk: string) => {
-        for (const ch of chunk) {
-          if (ch === '\r' || ch === '\n' || ch === '\u0004') {
-            input.off('data', onData)
-            return resolve(value)
-          }
-          if (ch === '\u0003') {
-            // Ctrl-C: raw mode turned it into a character; hand it back as the signal it means.
-            input.off('data', onData)
-            input.setRawMode(false)
-            process.kill(process.pid, 'SIGINT')
-            return
-          }
-          if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1)
-          else if (ch >= ' ') value += ch
-        }
-      }
-      input.on('data', onData)
-    })
-  } finally {
-    input.setRawMode(false)
-    input.pause()
-    process.stderr.write('\n')
-  }
-}

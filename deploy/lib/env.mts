@@ -269,3 +269,41 @@ function installHandlers() {
 export async function probe(pieces: TemplateStringsArray, ...args: unknown[]) {
   return (await $({ nothrow: true, timeout: '10s' })(pieces, ...args)).ok
 }
+
+/**
+ * Ask for a secret at the terminal with echo off (raw mode is set BEFORE the prompt shows, so no
+ * keystroke is ever echoed). Ctrl-C, which raw mode turns into a character, is handed back as SIGINT.
+ */
+export async function askHidden(label: string): Promise<string> {
+  const tty = process.stdin
+  tty.setRawMode(true)
+  onExit(() => tty.isRaw && tty.setRawMode(false))
+  process.stderr.write(label)
+  tty.setEncoding('utf8')
+  tty.resume()
+  try {
+    return await new Promise<string>((resolve) => {
+      let value = ''
+      const onData = (chunk: string) => {
+        for (const ch of chunk) {
+          if (ch === '\r' || ch === '\n' || ch === '\u0004') {
+            tty.off('data', onData)
+            return resolve(secret(value) ?? value)
+          }
+          if (ch === '\u0003') {
+            tty.off('data', onData)
+            tty.setRawMode(false)
+            return void process.kill(process.pid, 'SIGINT')
+          }
+          if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('')
+          else if (ch >= ' ') value += ch
+        }
+      }
+      tty.on('data', onData)
+    })
+  } finally {
+    tty.setRawMode(false)
+    tty.pause()
+    process.stderr.write('\n')
+  }
+}
