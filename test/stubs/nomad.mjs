@@ -3,11 +3,16 @@
 // flags before positional arguments (Go `flag`), plan exit codes 0/1/255 and its trailer,
 // -check-index semantics, Nomad Variables with check-and-set, job versions, deployments that go
 // running -> successful, or canary -> waiting for promotion -> successful, or -> failed (auto-revert).
+// Deployments as Nomad runs them: the first version of a job places no canary; a canary waits for
+// promotion unless the job's auto_promote is true; an unchanged specification registers no new
+// version; a failed deployment with auto_revert registers the latest STABLE version again, as a new
+// version with its own (canary-less, in-place) deployment. `job revert` places a canary like a deploy.
 // State lives in $STUB_STATE/nomad.json; every call is appended to $STUB_STATE/calls.jsonl.
 //
 // Knobs in the state file (tests set them with setState):
 //   mode: "ok" | "forbidden" (403) | "unreachable" | "hang"
-//   outcome: "successful" | "failed" — how the next deployment ends (default successful)
+//   outcome: "successful" | "failed" — how the next deployment ends (default successful); read again
+//            by `job promote` for the rest of a canary deployment
 //   polls: how many status reads a deployment stays "running" before it moves on (default 2)
 //   inplace: true — a changed job plans as an in-place update (exit 0, "+/- Job")
 //   raceAfterPlan: true — another deploy registers the job right after this plan (concurrency)
@@ -74,8 +79,11 @@ if (state.mode === 'hang') { setInterval(() => {}, 1000); await new Promise(() =
 if (state.mode === 'unreachable') die(`Error: ${errPrefix()}: Get "${api}": dial tcp 10.9.8.7:4646: connect: connection refused`, errCode)
 if (addr.startsWith('https://') && !(process.env.NOMAD_CACERT && existsSync(process.env.NOMAD_CACERT)))
   die(`Error: ${errPrefix()}: Get "${api}": tls: failed to verify certificate: x509: certificate signed by unknown authority`, errCode)
-if (state.mode === 'forbidden' || (state.token && process.env.NOMAD_TOKEN !== state.token))
+if (state.mode === 'forbidden' || (state.token && process.env.NOMAD_TOKEN !== state.token)) {
+  // Nomad before 2.0: api.Variables.Read accepts a 403 and reports it as not found.
+  if (cmd === 'var get') die('Variable not found')
   die(`Error: ${errPrefix()}: Unexpected response code: 403 (Permission denied)`, errCode)
+}
 
 switch (cmd) {
   case 'job plan': plan(); break
@@ -158,10 +166,20 @@ function parseJobFile(file) {
   for (const [k, body] of declared) if (!(k in vars) && !/\bdefault\s*=/.test(body))
     die(`Error getting job struct: Error parsing job file from ${file}:\n${file}: Unset variable "${k}"; A used variable must be set or have a default value`, errCode)
   const groups = [...text.matchAll(/^\s*group\s+"([^"]+)"/gm)].map((m) => m[1])
-  const canary = Number(text.match(/^\s*canary\s*=\s*(\d+)/m)?.[1] ?? 0)
-  const count = Number(text.match(/^\s*count\s*=\s*(\d+)/m)?.[1] ?? (vars.count ?? 1))
+  // The attributes the double acts on: a literal, or var.X (as given, else its default).
+  const valueOf = (k) => (k in vars ? vars[k] : declared.get(k)?.match(/\bdefault\s*=\s*"?([^"\s]*)"?/)?.[1])
+  const attr = (name, fallback) => {
+    const v = text.match(new RegExp(`^\\s*${name}\\s*=\\s*(\\S+)`, 'm'))?.[1]
+    const ref = v?.match(/^var\.(\w+)$/)
+    return (ref ? valueOf(ref[1]) : v) ?? fallback
+  }
+  const canary = Number(attr('canary', 0))
+  const count = Number(attr('count', 1))
+  const autoPromote = String(attr('auto_promote', false)) === 'true'
+  const autoRevert = String(attr('auto_revert', false)) === 'true'
+  const image = text.match(/^\s*image\s*=\s*"([^"]*)"/m)?.[1].replace(/\$\{var\.(\w+)\}/g, (_, k) => valueOf(k) ?? '')
   const key = createHash('sha256').update(text).update(JSON.stringify(Object.entries(vars).sort())).digest('hex')
-  return { name: job[1], vars, groups: groups.length ? groups : ['main'], canary, count, key, text }
+  return { name: job[1], vars, groups: groups.length ? groups : ['main'], canary, count, autoPromote, autoRevert, image, key, text }
 }
 
 function current(name) {
@@ -192,20 +210,29 @@ function plan() {
   if (state.raceAfterPlan) { delete state.raceAfterPlan; register(job.name, { ...job, key: 'someone-else' }) }
 }
 
-function register(name, job, extra = {}) {
+/**
+ * A new job version and its deployment; null when the specification is unchanged (Nomad's Job.Register
+ * then creates an evaluation only). `rollback`: the auto-revert of a failed deployment, whose old
+ * allocations are updated in place (no canary) and which succeeds.
+ */
+function register(name, job, extra = {}, { rollback = false } = {}) {
   const j = (state.jobs[name] ??= { versions: [], deployments: [], modifyIndex: 0 })
   const prev = j.versions[j.versions.length - 1]
+  if (prev && prev.key === job.key) return null
   const version = j.versions.length
-  j.versions.push({ version, key: job.key, text: job.text, vars: job.vars, canary: job.canary, count: job.count, groups: job.groups, submitTime: Date.now() * 1e6, stable: false, ...extra })
+  j.versions.push({ version, key: job.key, text: job.text, vars: job.vars, canary: job.canary, count: job.count, groups: job.groups,
+    autoPromote: job.autoPromote, autoRevert: job.autoRevert, image: job.image, submitTime: Date.now() * 1e6, stable: false, ...extra })
   j.modifyIndex = ++state.index
   // Canaries are placed only when an earlier version runs (the first deployment has none).
-  const canary = prev ? job.canary : 0
-  const ending = state.outcome ?? 'successful'
+  const canary = prev && !rollback ? job.canary : 0
+  const ending = rollback ? 'successful' : (state.outcome ?? 'successful')
+  // An earlier deployment still running is cancelled by the new one.
+  for (const old of j.deployments) if (old.Status === 'running') Object.assign(old, { Status: 'cancelled', StatusDescription: 'Cancelled due to newer version of job' })
   const d = {
     ID: randomUUID(), JobID: name, JobVersion: version, Namespace: 'default',
-    Status: 'running', StatusDescription: canary ? 'Deployment is running but requires manual promotion' : 'Deployment is running',
-    TaskGroups: Object.fromEntries(job.groups.map((g) => [g, { AutoRevert: true, AutoPromote: false, Promoted: false, DesiredCanaries: canary, DesiredTotal: job.count, PlacedAllocs: 0, HealthyAllocs: 0, UnhealthyAllocs: 0, PlacedCanaries: [] }])),
-    stub: { polls: 0, ending, previous: prev ? prev.version : null },
+    Status: 'running', StatusDescription: canary && !job.autoPromote ? 'Deployment is running but requires manual promotion' : 'Deployment is running',
+    TaskGroups: Object.fromEntries(job.groups.map((g) => [g, { AutoRevert: Boolean(job.autoRevert), AutoPromote: Boolean(job.autoPromote), Promoted: false, DesiredCanaries: canary, DesiredTotal: job.count, PlacedAllocs: 0, HealthyAllocs: 0, UnhealthyAllocs: 0, PlacedCanaries: [] }])),
+    stub: { polls: 0, ending },
   }
   j.deployments.push(d)
   return d
@@ -228,6 +255,7 @@ function run() {
   }
   const d = register(job.name, job)
   if (flags.detach) return detachedOutput()
+  if (!d) return out(`==> 2024-01-01T00:00:00Z: Monitoring evaluation "${randomUUID().slice(0, 8)}"\n    Evaluation status changed: "pending" -> "complete"`)
   out(`==> 2024-01-01T00:00:00Z: Monitoring evaluation "${randomUUID().slice(0, 8)}"\n==> 2024-01-01T00:00:00Z: Monitoring deployment "${d.ID.slice(0, 8)}"`)
   while (d.Status === 'running' && !d.StatusDescription.includes('manual promotion')) advance(d)
   out(`    ID          = ${d.ID.slice(0, 8)}\n    Job Version = ${d.JobVersion}\n    Status      = ${d.Status}\n    Description = ${d.StatusDescription}`)
@@ -248,17 +276,28 @@ function advance(d) {
     d.Status = 'failed'
     for (const g of groups) { g.UnhealthyAllocs = 1; g.HealthyAllocs = 0 }
     d.StatusDescription = 'Failed due to unhealthy allocations'
-    if (d.stub.previous !== null) {
-      d.StatusDescription += ` - rolling back to job version ${d.stub.previous}`
+    if (groups.some((g) => g.AutoRevert)) {
+      // Auto-revert goes back to the latest STABLE version, registered again as a new version.
       const j = state.jobs[d.JobID]
-      const old = j.versions[d.stub.previous]
-      j.versions.push({ ...old, version: j.versions.length, submitTime: Date.now() * 1e6 })
-      j.modifyIndex = ++state.index
+      const target = [...j.versions].reverse().find((v) => v.version < d.JobVersion && v.stable)
+      if (!target) d.StatusDescription += ' - no stable job version to auto revert to'
+      else {
+        d.StatusDescription += ` - rolling back to job version ${target.version}`
+        register(d.JobID, target, { stable: false }, { rollback: true })
+      }
     }
     return
   }
   if (canaryWait) {
-    for (const g of groups) { g.PlacedCanaries = ['c1']; g.HealthyAllocs = g.DesiredCanaries; g.PlacedAllocs = g.DesiredCanaries }
+    const waiting = groups.filter((g) => g.DesiredCanaries > 0 && !g.Promoted)
+    // Healthy canaries of an auto_promote job are promoted on the next step, by Nomad itself.
+    if (waiting.every((g) => g.AutoPromote && g.HealthyAllocs >= g.DesiredCanaries)) {
+      for (const g of waiting) g.Promoted = true
+      d.StatusDescription = 'Deployment is running'
+      d.stub.polls = 0
+      return
+    }
+    for (const g of groups) { g.PlacedCanaries = Array.from({ length: g.DesiredCanaries }, (_, i) => `canary-${d.JobVersion}-${i}`); g.HealthyAllocs = g.DesiredCanaries; g.PlacedAllocs = g.DesiredCanaries }
     return
   }
   d.Status = 'successful'
@@ -309,7 +348,9 @@ function history() {
   const j = state.jobs[name]
   if (!j) noJob(name)
   const versions = [...j.versions].reverse()
-  if (flags.json) return out(JSON.stringify(versions.map((v) => ({ ID: name, Version: v.version, Stable: v.stable, SubmitTime: v.submitTime })), null, 4))
+  // -json prints whole jobs; the double keeps the fields scripts read, and the task's image.
+  if (flags.json) return out(JSON.stringify(versions.map((v) => ({ ID: name, Name: name, Version: v.version, Stable: v.stable, SubmitTime: v.submitTime,
+    TaskGroups: v.groups.map((g) => ({ Name: g, Count: v.count, Tasks: v.image ? [{ Name: g, Driver: 'docker', Config: { image: v.image } }] : [] })) })), null, 4))
   out(versions.map((v) => `Version     = ${v.version}\nStable      = ${v.stable}\nSubmit Date = 2024-01-01T00:00:00Z`).join('\n\n'))
 }
 
@@ -341,13 +382,19 @@ function promote() {
   const name = one('<job id>')
   if (!state.jobs[name]) noJob(name)
   const d = latestDeployment(name)
-  const waiting = d && d.Status === 'running' && Object.values(d.TaskGroups).some((g) => g.DesiredCanaries > 0 && !g.Promoted)
-  if (!waiting) die(`Job "${name}" has no deployment to promote`)
-  for (const [g, tg] of Object.entries(d.TaskGroups))
-    if (tg.HealthyAllocs < tg.DesiredCanaries) die(`Error promoting deployment: Unexpected response code: 500 (rpc error: 1 error occurred:\n\t* Task group "${g}" has ${tg.HealthyAllocs}/${tg.DesiredCanaries} healthy allocations\n\n)`)
-  for (const tg of Object.values(d.TaskGroups)) tg.Promoted = true
+  // command/job_promote.go: only a job without any deployment gets this message; the server
+  // answers for the others (a terminal deployment, no canary, canaries not healthy yet).
+  if (!d) die(`Job "${name}" has no deployment to promote`)
+  const fail = (why) => die(`Error promoting deployment "${d.ID}" for job "${name}": Unexpected response code: 500 (${why})`)
+  if (d.Status !== 'running') fail("can't promote terminal deployment")
+  const canaries = Object.entries(d.TaskGroups).filter(([, tg]) => tg.DesiredCanaries > 0)
+  if (!canaries.length) fail('no canaries to promote')
+  for (const [g, tg] of canaries)
+    if (tg.HealthyAllocs < tg.DesiredCanaries) fail(`rpc error: 1 error occurred:\n\t* Task group "${g}" has ${tg.HealthyAllocs}/${tg.DesiredCanaries} healthy allocations\n\n`)
+  for (const [, tg] of canaries) tg.Promoted = true
   d.StatusDescription = 'Deployment is running'
   d.stub.polls = 0
+  d.stub.ending = state.outcome ?? 'successful'
   if (flags.detach) return out(`Evaluation ID: ${randomUUID()}`)
   out(`==> Monitoring evaluation "${randomUUID().slice(0, 8)}"`)
 }
@@ -363,6 +410,7 @@ function revert() {
   if (n === cur.version) die(`Error retrieving job version ${n} for job ${name}: Unexpected response code: 500 (can't revert to current version)`)
   const old = j.versions[n]
   if (!old) die(`Error retrieving job version ${n} for job ${name}: Unexpected response code: 500 (job "${name}" in namespace "default" at version ${n} not found)`)
+  // Reverting to a version whose specification is the current one registers nothing new.
   register(name, old, { revertedFrom: n })
   if (flags.detach) return detachedOutput()
   out(`==> Monitoring evaluation "${randomUUID().slice(0, 8)}"`)
@@ -373,12 +421,27 @@ function revert() {
 function varGet() {
   const p = one('<path>')
   const v = state.vars[p]
+  const fmt = flags.out ?? 'json'
+  if (fmt !== 'go-template' && flags.template !== undefined) die("The '-template' flag is only valid when using 'go-template' formatting")
+  if (fmt === 'go-template' && !flags.template) die("A template must be supplied using '-template' when using go-template formatting")
+  if (!['go-template', 'hcl', 'json', 'none', 'table'].includes(fmt)) die('Invalid value for "-out"; valid values are [go-template, hcl, json, none, table]')
   if (!v) die('Variable not found')
   if (flags.item !== undefined) {
     if (!(flags.item in v.Items)) { err('panic: runtime error: invalid memory address or nil pointer dereference'); process.exit(2) }
     return process.stdout.write(v.Items[flags.item])
   }
+  if (fmt === 'none') return
+  if (fmt === 'go-template') return out(varTemplate(v, flags.template))
   out(JSON.stringify(v, null, 2))
+}
+
+/** The few Go templates scripts use on a variable: top-level fields, and a range over .Items (sorted keys). */
+function varTemplate(v, tmpl) {
+  let text = tmpl.replace(/{{\s*range \$(\w+), \$(\w+) := \.Items\s*}}([\s\S]*?){{\s*end\s*}}/g, (_, k, val, body) =>
+    Object.keys(v.Items).sort().map((key) => body.replaceAll(`{{$${k}}}`, key).replaceAll(`{{$${val}}}`, v.Items[key])).join(''))
+  text = text.replace(/{{\s*\.(Namespace|Path|CreateIndex|ModifyIndex|CreateTime|ModifyTime)\s*}}/g, (_, f) => String(v[f]))
+  if (text.includes('{{')) die(`template not supported by the test double: ${tmpl}`)
+  return text
 }
 
 function varPut() {

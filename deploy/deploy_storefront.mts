@@ -1,0 +1,251 @@
+#!/usr/bin/env -S npx tsx
+// deploy_storefront: build the CEDRA storefront image, push it, and roll it out on Nomad by canary.
+//
+// Usage: npx tsx deploy/deploy_storefront.mts [--dry-run] [--allow-dirty] [--timeout 10m] [--env-file PATH]
+//
+// The image tag is the git commit of STOREFRONT_SOURCE_DIR (12 hex digits, never "latest"); a tree
+// with uncommitted changes is refused unless --allow-dirty (tag <commit>-dirty-<hash of the changes>).
+// First `nomad job plan` of jobs/cedra-storefront.nomad with that tag, which proves the cluster answers
+// and accepts the token BEFORE the long build; when the plan shows no change (that commit already
+// runs) nothing is built, pushed or run. Then `docker build --platform linux/amd64` (the app's
+// Dockerfile builds with Bun; its progress streams to the terminal), `docker push`,
+// `nomad job run -check-index N -detach`, and the deployment is followed to one of three outcomes:
+// canary healthy and waiting for promotion (prints the promote and revert commands), deployment
+// successful, or deployment failed / rolled back (Nomad's reason).
+// Registry credentials: run `docker login REGISTRY` once beforehand; docker keeps them in its own
+// credential store and this script never handles a registry password.
+//
+// Needs: nomad CLI 1.6+; docker with buildx and a running engine (Docker Desktop on a Mac); git.
+// Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
+//        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
+//        STOREFRONT_SOURCE_DIR (default ../cedra-storefront, relative to the repository root: a git
+//          checkout of the app with its Dockerfile),
+//        STOREFRONT_IMAGE (required: the image repository without a tag, e.g. registry.example.com/cedra/storefront),
+//        STOREFRONT_COUNT (optional: number of instances, at least 2; unset: the job's default, 2),
+//        STOREFRONT_AUTO_PROMOTE (optional: true = Nomad promotes a healthy canary by itself; unset: the
+//          job's default, false = wait for promote_storefront.mts).
+// Options:
+//   --allow-dirty     build a tree with uncommitted changes (tag <commit>-dirty-<hash>), with a warning
+//   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
+//   --dry-run         print the commands a real run would execute; run nothing
+//   --env-file PATH   read the configuration from PATH instead of .env
+//   -h, --help        this help
+// Exit: 0 canary waiting for promotion, deployed, or already up to date; 1 a step failed (build, push,
+//       run, a deployment failed or rolled back, --timeout reached); 2 refused before changing anything.
+import { createHash } from 'node:crypto'
+import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs'
+import path from 'node:path'
+import { $, which, type ProcessOutput, type ProcessPromise } from 'zx'
+import { EXIT, fail, refuse, root, start, step, type Checks } from './lib/env.mts'
+import { followDeployment, nomadConnection, planJob, runJob, shq, timeoutSeconds, type Nomad } from './lib/connect.mts'
+
+const JOB = 'cedra-storefront'
+const FILE = path.join(root, 'jobs/cedra-storefront.nomad')
+const PLATFORM = 'linux/amd64'
+
+// Check
+const { check, dryRun, flags } = start(import.meta.url, {
+  options: { 'allow-dirty': { type: 'boolean' }, timeout: { type: 'string' } },
+})
+const nomad = nomadConnection(check)
+check.tool('docker', 'install Docker with buildx: https://docs.docker.com/get-docker/ (Docker Desktop on a Mac)')
+check.tool('git', 'install git')
+const source = check.localPath('STOREFRONT_SOURCE_DIR', '../cedra-storefront') ?? '' // '' when set but empty (refused)
+const image = check.need('STOREFRONT_IMAGE')
+const badImage = image && imageProblem(image)
+if (badImage) check.problem(`STOREFRONT_IMAGE=${JSON.stringify(image)} ${badImage}`)
+const count = check.optional('STOREFRONT_COUNT')
+if (count !== undefined && !(/^\d+$/.test(count) && Number(count) >= 2))
+  check.problem(`STOREFRONT_COUNT=${JSON.stringify(count)} must be a whole number of at least 2 (a canary must never leave the site on one instance)`)
+const autoPromote = check.optional('STOREFRONT_AUTO_PROMOTE')
+if (autoPromote !== undefined && !['true', 'false'].includes(autoPromote))
+  check.problem(`STOREFRONT_AUTO_PROMOTE=${JSON.stringify(autoPromote)} must be true or false`)
+const timeout = timeoutSeconds(flags.timeout, check)
+const tag = await sourceTag(check, source, Boolean(flags['allow-dirty']))
+check.done()
+
+const ref = `${image}:${tag ?? '$TAG'}`
+const vars: Record<string, string> = { image, image_tag: tag ?? '$TAG', ...(count ? { count } : {}), ...(autoPromote ? { auto_promote: autoPromote } : {}) }
+// Docker needs none of the secrets the configuration may hold.
+const dockerEnv: Record<string, string | undefined> = { ...process.env }
+for (const name of ['NOMAD_TOKEN', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'REVALIDATE_SECRET', 'SESSION_SECRET', 'VALKEY_PASSWORD', 'ARANGO_ROOT_PASSWORD'])
+  delete dockerEnv[name]
+
+if (dryRun) {
+  const q = (s: string) => (s.includes('$') ? `"${s}"` : shq(s))
+  const v = Object.entries(vars).map(([k, val]) => ` ${q(`-var=${k}=${val}`)}`).join('')
+  const rel = path.relative(process.cwd(), FILE)
+  const f = shq(rel && !rel.startsWith('..') ? rel : FILE)
+  console.log([
+    nomad.exportLine,
+    ...(tag ? [] : [`TAG=$(git -C ${shq(source)} rev-parse --short=12 HEAD)`]),
+    `nomad job plan${v} ${f}`,
+    `docker build --platform ${PLATFORM} -t ${q(ref)} ${shq(source)}`,
+    `docker push ${q(ref)}`,
+    `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach${v} ${f}`,
+    `# then follow the deployment: nomad job deployments -latest ${JOB}`,
+  ].join('\n'))
+  process.exit(EXIT.done)
+}
+
+// Plan: before the long build, prove the cluster answers, accepts the token, and needs this version.
+step(`Plan ${JOB} with ${ref}`)
+const plan = await planJob(nomad, JOB, FILE, vars)
+if (plan.unchanged) {
+  console.log(`${JOB} already runs ${ref} (the plan shows no change): nothing was built, pushed or run`)
+  usefulCommands()
+  process.exit(EXIT.done)
+}
+step('Check docker: its engine answers, buildx is there')
+const engine = await $({ env: dockerEnv, nothrow: true, timeout: '30s' })`docker version --format ${'{{.Server.Version}}'}`
+const buildx = await $({ env: dockerEnv, nothrow: true, timeout: '30s' })`docker buildx version`
+const dockerProblems = []
+if (!engine.ok) dockerProblems.push(`docker cannot reach its engine (${lastLine(engine)}): start Docker Desktop, or check DOCKER_HOST / docker context`)
+if (!buildx.ok) dockerProblems.push(`docker buildx is not available (${lastLine(buildx)}): install the buildx plugin (Docker Desktop has it; Debian: docker-buildx-plugin)`)
+if (dockerProblems.length) refuse(dockerProblems)
+
+// --- point of no return ---
+
+// Build and push
+step(`Build ${ref} for ${PLATFORM} from ${source}`)
+const build = await streamed($({ env: dockerEnv, nothrow: true, timeout: '60m' })`docker build --platform ${PLATFORM} -t ${ref} ${source}`)
+if (!build.ok) fail(`docker build of ${ref} ${how(build)}: ${lastLine(build, /^ERROR/)} (its output is above)`)
+step(`Push ${ref}`)
+const push = await streamed($({ env: dockerEnv, nothrow: true, timeout: '30m' })`docker push ${ref}`)
+if (!push.ok) {
+  const login = /denied|unauthorized|authentication required|no basic auth/i.test(push.stderr) ? `; log in first: docker login ${registryOf(image)}` : ''
+  fail(`docker push ${ref} ${how(push)}: ${lastLine(push)}${login}`)
+}
+
+// Run and follow
+step(`Run ${JOB} (check-index ${plan.index})`)
+const version = await runJob(nomad, plan)
+step(`Follow the deployment of ${JOB} version ${version}`)
+const result = await followDeployment(nomad, JOB, version, timeout)
+
+// Report
+console.log(result.line)
+if (result.outcome === 'canary') {
+  const previous = await previousStable(nomad, version)
+  const choices = [['promote it to every instance:', 'npx tsx deploy/promote_storefront.mts', `nomad job promote ${JOB}`]]
+  if (previous !== undefined)
+    choices.push([`or roll back to version ${previous}:`, `npx tsx deploy/revert_storefront.mts ${previous}`, `nomad job revert ${JOB} ${previous}`])
+  console.log(`\nCheck the canary (nomad alloc logs -f -job ${JOB}; its /api/health), then either`)
+  for (const [what, script] of choices) console.log(`  ${what.padEnd(31)}${script}`)
+  console.log('The same with the nomad CLI:')
+  for (const [, , raw] of choices) console.log(`  ${raw}`)
+}
+if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
+usefulCommands(result.deployment)
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The image tag: the commit of the source tree (12 hex digits), or with --allow-dirty
+ * <commit>-dirty-<12 hex digits of a hash of the changes>, the same for the same changes.
+ */
+async function sourceTag(check: Checks, dir: string, allowDirty: boolean): Promise<string | undefined> {
+  if (!dir) return
+  const name = `STOREFRONT_SOURCE_DIR (${dir})`
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    check.missing(`${name} does not exist: clone the storefront there, or set STOREFRONT_SOURCE_DIR`)
+    return
+  }
+  if (!existsSync(path.join(dir, 'Dockerfile'))) check.missing(`${name} has no Dockerfile: the image is built from it`)
+  if (!which.sync('git', { nothrow: true })) return // reported with the other missing tools
+  const git = $({ cwd: dir, nothrow: true, timeout: '30s' })
+  const head = await git`git rev-parse --short=12 HEAD`
+  if (!head.ok) {
+    check.missing(/not a git repository/.test(head.stderr)
+      ? `${name} is not a git work tree: the image tag is its commit`
+      : `${name}: git rev-parse HEAD failed (${lastLine(head)}): the image tag is a commit, make one first`)
+    return
+  }
+  const commit = head.stdout.trim()
+  const status = await git`git status --porcelain --untracked-files=all -- .`
+  if (!status.ok) {
+    check.missing(`${name}: git status failed (${lastLine(status)})`)
+    return
+  }
+  const changed = status.stdout.split('\n').filter(Boolean)
+  if (!changed.length) return commit
+  const files = changed.map((l) => l.slice(3))
+  const shown = `${files.slice(0, 3).join(', ')}${files.length > 3 ? ', …' : ''}`
+  if (!allowDirty) {
+    check.missing(`${name} has uncommitted changes (${files.length} file${files.length > 1 ? 's' : ''}: ${shown}): commit them, or pass --allow-dirty to deploy them as ${commit}-dirty-<hash>`)
+    return commit
+  }
+  // What would be built: the diff against HEAD plus the untracked files' contents.
+  const diff = await git`git diff HEAD --binary -- .`
+  const untracked = await git`git ls-files --others --exclude-standard -z -- .`
+  if (!diff.ok || !untracked.ok) {
+    check.missing(`${name}: git diff failed (${lastLine(diff.ok ? untracked : diff)})`)
+    return
+  }
+  const hash = createHash('sha256').update(diff.stdout)
+  for (const f of untracked.stdout.split('\0').filter(Boolean).sort()) {
+    const file = path.join(dir, f)
+    hash.update(`\0${f}\0`).update(lstatSync(file).isSymbolicLink() ? `-> ${path.resolve(dir, f)}` : readFileSync(file))
+  }
+  const dirty = `${commit}-dirty-${hash.digest('hex').slice(0, 12)}`
+  check.warn(`${name} has uncommitted changes (${shown}): deploying them as ${dirty} (--allow-dirty); commit them for an image anyone can rebuild`)
+  return dirty
+}
+
+/** Why a value cannot be an image repository (docker's reference grammar, without tag or digest). */
+function imageProblem(ref: string): string | undefined {
+  const example = '(for example registry.example.com/cedra/storefront)'
+  if (ref.includes('@')) return `must be an image repository without a digest ${example}`
+  const parts = ref.split('/')
+  if (parts.at(-1)!.includes(':')) return `must be an image repository without a tag: the script tags it with the commit (${ref.slice(0, ref.lastIndexOf(':'))})`
+  const registry = parts.length > 1 && /[.:]|^localhost$/.test(parts[0]) ? parts.shift()! : undefined
+  if (registry && !/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:\d+)?$/.test(registry)) return `has an invalid registry host ${JSON.stringify(registry)} ${example}`
+  if (!parts.every((p) => /^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$/.test(p)))
+    return `must be an image repository: lowercase letters, digits and . _ - between slashes ${example}`
+}
+
+/** The registry `docker login` needs for an image repository (Docker Hub when it names none). */
+function registryOf(repository: string): string {
+  const first = repository.split('/')[0]
+  return repository.includes('/') && /[.:]|^localhost$/.test(first) ? first : '(Docker Hub)'
+}
+
+/** Run a command with its output streaming to our stderr (progress), and return its result. */
+function streamed(p: ProcessPromise): Promise<ProcessOutput> {
+  p.stdout.on('data', (d) => process.stderr.write(d))
+  p.stderr.on('data', (d) => process.stderr.write(d))
+  return p
+}
+
+function how(out: ProcessOutput): string {
+  return out.signal ? `was stopped after its time limit (${out.signal})` : `failed (exit ${out.exitCode})`
+}
+
+/** The line of a command's output that says what went wrong. */
+function lastLine(out: ProcessOutput, prefer?: RegExp): string {
+  const lines = `${out.stderr}\n${out.stdout}`.split('\n').map((l) => l.trim()).filter(Boolean)
+  const errLines = out.stderr.split('\n').map((l) => l.trim()).filter(Boolean)
+  return (prefer && lines.filter((l) => prefer.test(l)).at(-1)) || errLines.at(-1) || lines.at(-1) || 'no message'
+}
+
+/** The latest stable version before `version`: what runs beside the canary, the one to revert to. */
+async function previousStable(nomad: Nomad, version: number): Promise<number | undefined> {
+  if (version === 0) return undefined
+  const out = await nomad.$`nomad job history -json ${JOB}`
+  if (!out.ok) {
+    console.error(`warning: nomad job history failed (${lastLine(out)}); assuming version ${version - 1} ran before`)
+    return version - 1
+  }
+  const versions = JSON.parse(out.stdout) as { Version: number; Stable: boolean }[]
+  return versions.filter((v) => v.Stable && v.Version < version).sort((a, b) => b.Version - a.Version)[0]?.Version ?? version - 1
+}
+
+function usefulCommands(deployment?: string) {
+  console.log(`
+Useful commands:
+  nomad job status ${JOB}
+  nomad job deployments ${JOB}${deployment ? `\n  nomad deployment status ${deployment.slice(0, 8)}` : ''}
+  nomad alloc logs -f -job ${JOB}          (one instance; nomad alloc logs -f <alloc_id> for another)
+  nomad job history ${JOB}
+  dig @127.0.0.1 -p 8600 ${JOB}.service.consul SRV   (the instances, then: curl http://ADDRESS:PORT/api/health)`)
+}

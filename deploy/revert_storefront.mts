@@ -1,0 +1,121 @@
+#!/usr/bin/env -S npx tsx
+// revert_storefront: roll the CEDRA storefront back to an earlier job version, and follow that deployment.
+//
+// Usage: npx tsx deploy/revert_storefront.mts [--dry-run] [--timeout 10m] [--env-file PATH] <version>
+//
+// Without a version, prints the job's history (versions, stable flags, dates, images) and exits 2.
+// The version must be a whole number, one of the job's versions, and not the current one. Then
+// `nomad job revert -detach cedra-storefront <version>` (Nomad registers that version again, as a new
+// version) and follows the deployment to one of three outcomes, as deploy_storefront does: canary
+// healthy and waiting for promotion (a revert of this job places a canary too: promote it with
+// promote_storefront.mts), deployment successful, or deployment failed / rolled back (Nomad's reason).
+// A failed deployment reverts by itself (auto_revert); this script is for a manual rollback.
+//
+// Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md).
+// Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
+//        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS.
+// Options:
+//   <version>         the job version to go back to (see: nomad job history cedra-storefront)
+//   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
+//   --dry-run         print the commands a real run would execute; run nothing
+//   --env-file PATH   read the configuration from PATH instead of .env
+//   -h, --help        this help
+// Exit: 0 reverted (canary waiting for promotion, or deployed); 1 a step failed, the deployment failed
+//       or rolled back, or --timeout reached; 2 refused before changing anything (no version, not a
+//       whole number, unknown or current version).
+import { EXIT, fail, refuse, start, step } from './lib/env.mts'
+import { followDeployment, nomadConnection, nomadError, shq, timeoutSeconds } from './lib/connect.mts'
+
+const JOB = 'cedra-storefront'
+
+type Version = { Version: number; Stable: boolean; SubmitTime: number; TaskGroups?: { Tasks?: { Config?: { image?: string } }[] }[] }
+
+// Check
+const { check, dryRun, flags, args } = start(import.meta.url, { options: { timeout: { type: 'string' } }, positionals: '<version>' })
+const nomad = nomadConnection(check)
+const timeout = timeoutSeconds(flags.timeout, check)
+const wanted = args[0]
+if (args.length > 1) check.problem(`give one version, not ${args.length} arguments (${args.join(' ')})`)
+if (wanted !== undefined && !/^\d+$/.test(wanted))
+  check.problem(`version ${JSON.stringify(wanted)} must be a whole number: one of the versions listed by nomad job history ${JOB}`)
+check.done()
+
+if (dryRun) {
+  console.log([nomad.exportLine, `nomad job history ${JOB}`,
+    wanted === undefined ? '# then, with the version to go back to: nomad job revert -detach cedra-storefront VERSION' : `nomad job revert -detach ${JOB} ${shq(wanted)}`,
+    `# then follow the deployment: nomad job deployments -latest ${JOB}`].join('\n'))
+  process.exit(EXIT.done)
+}
+
+// Plan: the job's versions (reading them also proves the cluster answers and accepts the token)
+step(`Read the history of ${JOB}`)
+const history = await nomad.$`nomad job history -json ${JOB}`
+if (!history.ok) {
+  if (/No job\(s\) with prefix or id/.test(history.stderr)) refuse([`${JOB} is not deployed on ${nomad.addr}: there is nothing to revert`])
+  const { message, code } = nomadError(nomad, history)
+  if (code !== EXIT.refused) fail(`nomad job history: ${message}`)
+  console.error(`✗ nomad job history: ${message}`)
+  process.exit(EXIT.refused)
+}
+const versions = (JSON.parse(history.stdout) as Version[]).sort((a, b) => b.Version - a.Version)
+const current = versions[0]
+if (wanted === undefined) {
+  printHistory(versions)
+  refuse([`give the version to go back to: npx tsx deploy/revert_storefront.mts <version> (the current one is ${current.Version})`])
+}
+const target = Number(wanted)
+if (target === current.Version) {
+  printHistory(versions)
+  refuse([`version ${target} is the current version of ${JOB}: nothing to revert; give an earlier one (history above)`])
+}
+if (!versions.some((v) => v.Version === target)) {
+  printHistory(versions)
+  refuse([`${JOB} has no version ${target} (history above)`])
+}
+
+// --- point of no return ---
+step(`Revert ${JOB} from version ${current.Version} to version ${target}`)
+const reverted = await nomad.$`nomad job revert -detach ${JOB} ${String(target)}`
+if (!reverted.ok) fail(`nomad job revert: ${nomadError(nomad, reverted).message}`)
+const inspect = await nomad.$`nomad job inspect -t ${'{{.Version}}'} ${JOB}`
+if (!inspect.ok) fail(`nomad job inspect: ${nomadError(nomad, inspect).message}`)
+const version = Number(inspect.stdout.trim())
+if (version === current.Version) {
+  // Nomad registers no new version when the old specification is the current one.
+  console.log(`${JOB} version ${current.Version} already has the specification of version ${target}: Nomad registered nothing new`)
+  process.exit(EXIT.done)
+}
+step(`Follow the deployment of ${JOB} version ${version} (version ${target} again)`)
+const result = await followDeployment(nomad, JOB, version, timeout)
+
+// Report
+console.log(result.line)
+if (result.outcome === 'canary') {
+  console.log(`\nCheck the canary (nomad alloc logs -f -job ${JOB}; its /api/health), then either`)
+  console.log(`  ${'promote it to every instance:'.padEnd(31)}npx tsx deploy/promote_storefront.mts`)
+  console.log(`  ${`or go back to version ${current.Version}:`.padEnd(31)}npx tsx deploy/revert_storefront.mts ${current.Version}`)
+  console.log(`The same with the nomad CLI:\n  nomad job promote ${JOB}\n  nomad job revert ${JOB} ${current.Version}`)
+}
+if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
+console.log(`
+Useful commands:
+  nomad job status ${JOB}
+  nomad job deployments ${JOB}${result.deployment ? `\n  nomad deployment status ${result.deployment.slice(0, 8)}` : ''}
+  nomad alloc logs -f -job ${JOB}
+  nomad job history ${JOB}`)
+
+// ---------------------------------------------------------------------------------------------
+
+/** The job's versions, newest first, as a table on stdout. */
+function printHistory(list: Version[]) {
+  const rows = list.map((v) => [
+    String(v.Version),
+    v.Stable ? 'yes' : 'no',
+    new Date(v.SubmitTime / 1e6).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
+    (v.TaskGroups ?? []).flatMap((g) => g.Tasks ?? []).map((t) => t.Config?.image).filter(Boolean).join(' ') || '-',
+    v === list[0] ? '(current)' : '',
+  ])
+  const header = ['VERSION', 'STABLE', 'SUBMITTED', 'IMAGE', '']
+  const width = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
+  for (const r of [header, ...rows]) console.log(r.map((c, i) => c.padEnd(width[i])).join('  ').trimEnd())
+}
