@@ -4,9 +4,10 @@
 // - ssh: the DEPLOY_SSH_* target checked, ONE authenticated master connection per run, and remote
 //   commands that are a fixed `sh -c` script with POSIX-quoted arguments.
 import { X509Certificate, createPrivateKey } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
-import { $, tmpdir, type ProcessOutput } from 'zx'
+import { $, type Duration, type ProcessOutput } from 'zx'
 import { EXIT, fail, onExit, secret, step, type Checks } from './env.mts'
 
 // ---------------------------------------------------------------------------------------------
@@ -182,17 +183,25 @@ export async function followDeployment(nomad: Nomad, job: string, version: numbe
   for (;;) {
     const out = await nomad.$({ timeout: '30s' })`nomad job deployments -latest -json ${job}`
     if (!out.ok) nomadFailed(nomad, 'nomad job deployments', out, true)
-    const d = out.stdout.trim() && out.stdout.trim() !== 'null' ? JSON.parse(out.stdout) : undefined
-    if (d && d.JobVersion > version) return { outcome: 'failed', line: `${job} version ${version} was superseded by version ${d.JobVersion} (deployment ${d.ID.slice(0, 8)}): someone else deployed meanwhile`, deployment: d.ID }
+    let d = out.stdout.trim() && out.stdout.trim() !== 'null' ? JSON.parse(out.stdout) : undefined
+    if (d && d.JobVersion > version) {
+      // A newer version: the auto-revert of OUR failed deployment, or someone else's deploy. Ours says which.
+      const all = await nomad.$({ timeout: '30s' })`nomad job deployments -json ${job}`
+      if (!all.ok) nomadFailed(nomad, 'nomad job deployments', all, true)
+      const mine = (JSON.parse(all.stdout || '[]') as { JobVersion: number }[] | null)?.find((x) => x.JobVersion === version)
+      if (!mine) return { outcome: 'failed', line: `${job} version ${version} was superseded by version ${d.JobVersion} (deployment ${d.ID.slice(0, 8)}): someone else deployed meanwhile`, deployment: d.ID }
+      d = mine
+    }
     if (d && d.JobVersion === version) {
       const id = d.ID.slice(0, 8)
-      const groups = Object.values(d.TaskGroups ?? {}) as { DesiredCanaries: number; HealthyAllocs: number; Promoted: boolean }[]
+      // Groups that auto_promote are promoted by Nomad itself: they never wait for a person.
+      const groups = Object.values(d.TaskGroups ?? {}) as { DesiredCanaries: number; HealthyAllocs: number; Promoted: boolean; AutoPromote?: boolean }[]
       const progress = `${d.Status}: ${d.StatusDescription}`
       if (progress !== last) console.error(`    deployment ${id} ${progress}`)
       last = progress
       if (d.Status === 'successful') return { outcome: 'successful', line: `${job} version ${version}: deployment ${id} successful (${d.StatusDescription})`, deployment: d.ID }
       if (['failed', 'cancelled'].includes(d.Status)) return { outcome: 'failed', line: `${job} version ${version}: deployment ${id} ${d.Status}: ${d.StatusDescription}`, deployment: d.ID }
-      const waiting = groups.filter((g) => g.DesiredCanaries > 0 && !g.Promoted)
+      const waiting = groups.filter((g) => g.DesiredCanaries > 0 && !g.Promoted && !g.AutoPromote)
       if (d.Status === 'running' && waiting.length && waiting.every((g) => g.HealthyAllocs >= g.DesiredCanaries))
         return { outcome: 'canary', line: `${job} version ${version}: canary healthy, deployment ${id} waiting for promotion`, deployment: d.ID }
     }
@@ -243,6 +252,8 @@ export function shq(s: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`
 }
 
+const CONNECT_TIMEOUT = 10 // seconds: TCP connect and the ssh banner
+
 export type SshTarget = ReturnType<typeof sshTarget>
 
 /** Check the DEPLOY_SSH_* configuration and the ssh client. */
@@ -257,55 +268,92 @@ export function sshTarget(check: Checks) {
   if (user && !/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(user))
     check.problem(`DEPLOY_SSH_USER=${JSON.stringify(user)} must be a plain user name (letters, digits, _ . -, not starting with -)`)
   if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) check.problem(`DEPLOY_SSH_PORT=${JSON.stringify(port)} must be a port number (1-65535)`)
-  for (const [name, file] of [['DEPLOY_SSH_KEY', key], ['DEPLOY_SSH_KNOWN_HOSTS', knownHosts]] as const)
-    if (file) readPem(check, name, file)
+  for (const [name, file] of [['DEPLOY_SSH_KEY', key], ['DEPLOY_SSH_KNOWN_HOSTS', knownHosts]] as const) {
+    if (!file) continue
+    // ssh splits these option values at whitespace and expands % and ${...} in them.
+    if (/[\s%$"'\\]/.test(file)) check.problem(`${name}=${JSON.stringify(file)}: ssh cannot use a path holding whitespace, %, $, quotes or \\ (move or link the file)`)
+    else readPem(check, name, file)
+  }
   check.tool('ssh', 'install an OpenSSH client')
   const options = [
-    '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', '-o', 'StrictHostKeyChecking=yes',
+    '-o', 'BatchMode=yes', '-o', `ConnectTimeout=${CONNECT_TIMEOUT}`, '-o', 'StrictHostKeyChecking=yes',
     '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=2', '-p', port, '-l', user,
     ...(key ? ['-i', key, '-o', 'IdentitiesOnly=yes'] : []),
     ...(knownHosts ? ['-o', `UserKnownHostsFile=${knownHosts}`] : []),
   ]
-  return { host, user, port, options, destination: `${user}@${host}` }
+  // What a person types to log in the same way (for the useful commands a script prints).
+  const login = ['ssh', '-p', port, ...(key ? ['-i', key] : []), ...(knownHosts ? ['-o', `UserKnownHostsFile=${knownHosts}`] : []), `${user}@${host}`].map(shq).join(' ')
+  return { host, user, port, options, destination: `${user}@${host}`, login }
+}
+
+/** The string the remote login shell parses: a FIXED script, its arguments POSIX-quoted as "$1" "$2"... */
+function remoteCommand(script: string, args: string[]): string {
+  return ['sh', '-c', script, 'sh', ...args].map(shq).join(' ')
+}
+
+/**
+ * One remote command as a copy-pasteable line (for --dry-run): the remote part exactly as a real run
+ * sends it. `more` is appended in LOCAL shell syntax as one more remote word (e.g. "$SUM").
+ */
+export function sshCommand(target: SshTarget, script: string, args: string[] = [], more = ''): string {
+  const remote = remoteCommand(script, args) + (more ? ' ' : '')
+  return [...['ssh', ...target.options, '--', target.host].map(shq), shq(remote) + more].join(' ')
 }
 
 export type Ssh = Awaited<ReturnType<typeof openSsh>>
 
 /**
- * Authenticate ONCE: a master connection (our own child, on a private control socket) that every
- * remote command of this run goes through; closed when the script ends, whatever the way out.
+ * Authenticate ONCE: a master connection (our own child, on a private control socket, its output
+ * piped to us, never holding the script's stdout/stderr) that every remote command of this run goes
+ * through; closed by close() or, whatever the way out, by onExit.
  */
 export async function openSsh(target: SshTarget) {
-  const socket = path.join(tmpdir('deploy-ssh'), 'master')
-  const control = ['-o', `ControlPath=${socket}`]
-  const master = $({ nothrow: true })`ssh ${target.options} ${control} -o ControlMaster=yes -o ControlPersist=no -N -- ${target.host}`
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'deploy-ssh-')) // 0700, unique to this run
+  const socket = path.join(dir, 's')
+  const control = ['-S', socket.replace(/%/g, '%%')]
+  const master = $({ nothrow: true })`ssh ${target.options} ${control} -o ControlMaster=yes -o ControlPersist=no -n -N -- ${target.host}`
   let ended = false
   void master.finally(() => (ended = true))
   let closed = false
   const close = async () => {
     if (closed) return
     closed = true
-    await $({ nothrow: true, timeout: '5s' })`ssh ${control} -O exit -- ${target.host}`
-    if (!ended) await master.kill('SIGTERM').catch(() => {})
+    if (!ended) await $({ nothrow: true, timeout: '5s' })`ssh ${control} -O exit -- ${target.host}`
+    for (let i = 0; !ended && i < 50; i++) await sleep(100)
+    if (!ended) await $.kill(master.pid!, 'SIGKILL').catch(() => {})
+    rmSync(dir, { recursive: true, force: true })
   }
   onExit(close)
-  // Ready when the control socket answers; finished early when authentication failed.
-  for (;;) {
-    if ((await $({ nothrow: true, timeout: '5s' })`ssh ${control} -O check -- ${target.host}`).ok) break
-    if (ended) {
-      const out = await master
-      fail(`ssh to ${target.destination} port ${target.port} failed: ${sshReason(out.stderr)}`)
+  // ssh creates the control socket once authenticated; it ends early when it cannot connect or log in.
+  const deadline = Date.now() + (CONNECT_TIMEOUT + 20) * 1000
+  while (!existsSync(socket)) {
+    if (ended) fail(`ssh to ${target.destination} port ${target.port} failed: ${sshReason((await master).stderr)}`)
+    if (Date.now() > deadline) {
+      await close()
+      fail(`ssh to ${target.destination} port ${target.port} failed: a connection problem: no login within ${CONNECT_TIMEOUT + 20}s`)
     }
-    await new Promise((r) => setTimeout(r, 100))
+    await sleep(50)
   }
+  // Commands go through the master only: if it is gone, ProxyCommand=false fails them instead of
+  // silently opening (and authenticating) a second connection.
+  const through = [...control, '-o', 'ControlMaster=no', '-o', 'ProxyCommand=false', '-o', 'BatchMode=yes']
   return {
     /**
      * Run a FIXED sh script on the server; `args` arrive as "$1", "$2"... POSIX-quoted, so the remote
-     * login shell (dash or bash) cannot reinterpret them. Data, if any, goes on stdin.
+     * login shell (dash or bash) cannot reinterpret them. Data, if any, goes on stdin. Check the result.
      */
-    run(script: string, args: string[] = [], input?: string | Buffer | NodeJS.ReadableStream) {
-      const remote = ['sh', '-c', script, 'sh', ...args].map(shq).join(' ')
-      return $({ nothrow: true, timeout: '300s', input: input as never })`ssh ${target.options} ${control} -o ControlMaster=no -- ${target.host} ${remote}`
+    run(script: string, args: string[] = [], opts: { input?: NodeJS.ReadableStream | Buffer | string; timeout?: Duration } = {}) {
+      const stdin = opts.input === undefined ? ['-n'] : []
+      const p = $({ nothrow: true, timeout: opts.timeout ?? '120s', input: opts.input as never })`ssh ${through} ${stdin} -- ${target.host} ${remoteCommand(script, args)}`
+      p.stdin?.on('error', () => {}) // the remote side stopped reading: its exit status and stderr say why
+      return p
+    },
+    /** Why a remote command failed, in words a person can act on. */
+    why(out: ProcessOutput): string {
+      if (out.signal) return `stopped after its time limit (${out.signal})`
+      const err = out.stderr.trim()
+      if (out.exitCode === 255 && ended) return `the ssh connection to ${target.destination} was lost: a connection problem (${sshReason(err)})`
+      return `exited ${out.exitCode}${err ? `: ${err.split('\n').slice(-3).join(' | ')}` : ''}`
     },
     close,
   }
@@ -314,13 +362,16 @@ export async function openSsh(target: SshTarget) {
 /** ssh's stderr, read for what a person should do. */
 export function sshReason(stderr: string): string {
   const s = stderr.trim()
-  if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/.test(s))
-    return s.includes('CHANGED')
-      ? 'the server\'s host key has CHANGED (possible man-in-the-middle): verify it out of band, then fix known_hosts (ssh-keygen -R host)'
-      : 'the server\'s host key is not in known_hosts: verify its fingerprint, then add it (ssh-keyscan -p PORT HOST >> DEPLOY_SSH_KNOWN_HOSTS)'
-  if (/Permission denied/.test(s)) return `authentication refused: check DEPLOY_SSH_USER and DEPLOY_SSH_KEY (${s.split('\n').pop()})`
-  if (/timed out|Connection refused|No route to host|Could not resolve|Network is unreachable|Connection closed/.test(s))
-    return `a connection problem: ${s.split('\n').pop()}`
+  const last = s.split('\n').filter(Boolean).pop() ?? 'no message'
+  if (/REMOTE HOST IDENTIFICATION HAS CHANGED/.test(s))
+    return 'the server\'s host key has CHANGED (possible man-in-the-middle): nothing was run on it; verify the new key out of band, then fix known_hosts (ssh-keygen -R HOST, or the line for [HOST]:PORT)'
+  if (/Host key verification failed|host key is known|No .* host key is known/.test(s))
+    return 'the server\'s host key is not in known_hosts: verify its fingerprint, then add it (ssh-keyscan -p PORT HOST >> DEPLOY_SSH_KNOWN_HOSTS)'
+  if (/UNPROTECTED PRIVATE KEY FILE/.test(s)) return 'DEPLOY_SSH_KEY is readable by others and ssh ignores it: chmod 600 it'
+  if (/Permission denied|Too many authentication failures/.test(s)) return `authentication refused: check DEPLOY_SSH_USER and DEPLOY_SSH_KEY (${last})`
+  if (/timed out|Connection refused|No route to host|Could not resolve|Name or service not known|Network is unreachable|Connection closed|Connection reset|kex_exchange_identification|banner exchange/i.test(s))
+    return `a connection problem: ${last}`
   return s.split('\n').slice(-2).join(' | ') || 'no message'
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))

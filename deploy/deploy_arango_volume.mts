@@ -1,0 +1,76 @@
+#!/usr/bin/env -S npx tsx
+// deploy_arango_volume: create the ArangoDB data directory on the Nomad client, over ssh, mode 755.
+//
+// Usage: npx tsx deploy/deploy_arango_volume.mts [--dry-run] [--env-file PATH]
+//
+// Over ONE ssh connection: looks at ARANGO_DATA_DIR on the server and creates it with mode 755 (or
+// sets 755 on it); when it is already there with mode 755, changes nothing and says so. Then prints
+// the host_volume block "arangodb_data" to add BY HAND to /etc/nomad.d/nomad.hcl and the restart
+// step: it never edits the Nomad configuration nor restarts Nomad.
+//
+// Needs: ssh (OpenSSH client); on the server: sh, stat, mkdir, chmod.
+// Reads: DEPLOY_SSH_HOST (required), DEPLOY_SSH_USER (default root), DEPLOY_SSH_PORT (default 22),
+//        DEPLOY_SSH_KEY (identity file, optional), DEPLOY_SSH_KNOWN_HOSTS (known_hosts file, optional),
+//        ARANGO_DATA_DIR (default /opt/arangodb_data).
+// Options:
+//   --dry-run         print the ssh commands a real run would execute; run nothing
+//   --env-file PATH   read the configuration from PATH instead of .env
+//   -h, --help        this help
+// Exit: 0 done (or already there), 1 a step failed (ssh included), 2 refused before changing anything.
+import { fail, refuse, start, step } from './lib/env.mts'
+import { openSsh, sshCommand, sshTarget } from './lib/connect.mts'
+
+const VOLUME = 'arangodb_data'
+// Remote scripts: fixed text, the path arrives as "$1". LOOK only reads: "absent", "dir MODE" or "other".
+const LOOK = 'if [ -d "$1" ]; then echo "dir $(stat -L -c %a -- "$1")"; elif [ -e "$1" ] || [ -L "$1" ]; then echo other; else echo absent; fi'
+const MAKE = 'mkdir -p -- "$1" && chmod 755 -- "$1"'
+
+// Check
+const { check, dryRun } = start(import.meta.url)
+const target = sshTarget(check)
+const dir = check.remotePath('ARANGO_DATA_DIR', '/opt/arangodb_data')
+check.done()
+
+if (dryRun) {
+  console.log(`# a real run sends these over one ssh connection; the second only when ${dir} is missing or not 755`)
+  console.log([sshCommand(target, LOOK, [dir]), sshCommand(target, MAKE, [dir])].join('\n'))
+  process.exit(0)
+}
+
+// Look at the server (the one authenticated connection of this run)
+step(`Connect to ${target.destination} (port ${target.port}) and look at ${dir}`)
+const ssh = await openSsh(target)
+const look = await ssh.run(LOOK, [dir])
+if (!look.ok) fail(`looking at ${dir} on ${target.destination}: ${ssh.why(look)}`)
+const state = look.stdout.trim()
+if (state === 'other') {
+  await ssh.close()
+  refuse([`${dir} exists on ${target.destination} but is not a directory: move it away or set ARANGO_DATA_DIR`])
+}
+
+// --- point of no return ---
+let result = `${dir} already exists on ${target.destination} with mode 755: nothing changed`
+if (state !== 'dir 755') {
+  step(state === 'absent' ? `Create ${dir} (mode 755)` : `Set mode 755 on ${dir} (was ${state.slice(4)})`)
+  const made = await ssh.run(MAKE, [dir])
+  if (!made.ok) fail(`creating ${dir} on ${target.destination}: ${ssh.why(made)}`)
+  result = state === 'absent' ? `${dir} created on ${target.destination} with mode 755` : `${dir} on ${target.destination}: mode ${state.slice(4)} changed to 755`
+}
+await ssh.close()
+
+// Report
+console.log(`${result}
+
+Add by hand to /etc/nomad.d/nomad.hcl on ${target.host}, inside its client block (no script does this):
+  client {
+    host_volume "${VOLUME}" {
+      path      = "${dir}"
+      read_only = false
+    }
+  }
+then restart Nomad on that server: sudo systemctl restart nomad
+
+Useful commands:
+  ${target.login} ls -ld ${dir}
+  nomad node status -verbose <node-id>   ("Host Volumes" lists ${VOLUME} once Nomad has restarted)
+  npx tsx deploy/deploy_arangodb.mts`)

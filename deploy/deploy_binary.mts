@@ -1,0 +1,140 @@
+#!/usr/bin/env -S npx tsx
+// deploy_binary: build the Agent Economique Go binary for the server and upload it atomically over ssh.
+//
+// Usage: npx tsx deploy/deploy_binary.mts [--dry-run] [--env-file PATH]
+//
+// Builds the Go module in AGENT_SOURCE_DIR for AGENT_GOOS/AGENT_GOARCH whatever the laptop is (CGO off,
+// reproducible: -trimpath -buildvcs=false -ldflags "-s -w -buildid=") into a local temporary directory.
+// Over ONE ssh connection it reads the sha256 of the live binary AGENT_REMOTE_DIR/AGENT_BINARY_NAME:
+// the same, it sends nothing and says "unchanged". Otherwise it uploads to a temporary name in that
+// directory (created if missing; uploads of killed runs idle for 10 minutes are removed), verifies the
+// sha256 on the server, keeps the live binary as <name>.previous (a hard link) and renames the upload
+// over the live path. The live file is never opened for writing: a running agent keeps running.
+// It does not (re)start the Nomad job: see the commands it prints.
+//
+// Needs: go, ssh (OpenSSH client); on the server: sh, uname, sha256sum, mkdir, find, cat, chmod, ln, mv.
+// Reads: DEPLOY_SSH_HOST (required), DEPLOY_SSH_USER (default root), DEPLOY_SSH_PORT (default 22),
+//        DEPLOY_SSH_KEY (identity file, optional), DEPLOY_SSH_KNOWN_HOSTS (known_hosts file, optional),
+//        AGENT_SOURCE_DIR (default backend), AGENT_BINARY_NAME (default agent),
+//        AGENT_REMOTE_DIR (default /root/data), AGENT_GOOS (default linux), AGENT_GOARCH (default amd64).
+// Options:
+//   --dry-run         print the commands a real run would execute; run nothing
+//   --env-file PATH   read the configuration from PATH instead of .env
+//   -h, --help        this help
+// Exit: 0 done (or unchanged), 1 a step failed (build, ssh, checksum), 2 refused before changing
+//       anything; 130/143 interrupted (local and remote temporary files removed, live binary untouched).
+import { createHash, randomBytes } from 'node:crypto'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { $ } from 'zx'
+import { fail, onExit, refuse, start, step, type Checks } from './lib/env.mts'
+import { openSsh, shq, sshCommand, sshTarget } from './lib/connect.mts'
+
+const JOB = 'agent-economique'
+const LDFLAGS = '-s -w -buildid='
+// Remote scripts: fixed text, values arrive as "$1" "$2"... LOOK only reads: the platform, then the
+// live binary's sha256, "none", or "other" (not a regular file).
+const LOOK = 'command -v sha256sum >/dev/null || { echo "sha256sum not found on the server" >&2; exit 3; }; uname -sm; if [ -f "$1/$2" ]; then sha256sum < "$1/$2"; elif [ -e "$1/$2" ] || [ -L "$1/$2" ]; then echo other; else echo none; fi'
+// INSTALL: $1 dir, $2 name, $3 upload suffix, $4 expected sha256, the binary on stdin. When the input
+// ends early (the client was killed) the checksum differs and the EXIT trap removes the upload.
+const INSTALL = [
+  'set -e', 'mkdir -p -- "$1"', 'cd -- "$1"',
+  'find . -maxdepth 1 -type f -name ".$2.upload.*" -mmin +10 -exec rm -f -- {} +',
+  't=".$2.upload.$3"', `trap 'rm -f -- "$t"' EXIT`, 'trap "exit 1" HUP INT TERM PIPE',
+  'set -C', 'cat > "$t"', 'set +C', 's=$(sha256sum "$t")',
+  'if [ "${s%% *}" != "$4" ]; then echo "sha256 mismatch on the server: got ${s%% *}, expected $4" >&2; exit 3; fi',
+  'chmod 755 -- "$t"', 'if [ -e "$2" ]; then ln -f -- "$2" "$2.previous"; fi', 'mv -f -- "$t" "$2"',
+].join('; ')
+const PLATFORMS: Record<string, string> = {
+  'Linux x86_64': 'linux/amd64', 'Linux aarch64': 'linux/arm64', 'Linux armv7l': 'linux/arm', 'Linux i686': 'linux/386',
+}
+
+// Check
+const { check, dryRun } = start(import.meta.url)
+const target = sshTarget(check)
+const source = check.localPath('AGENT_SOURCE_DIR', 'backend')!
+const dir = check.remotePath('AGENT_REMOTE_DIR', '/root/data')
+const name = check.remoteName('AGENT_BINARY_NAME', 'agent')
+const goos = platformPart(check, 'AGENT_GOOS', 'linux')
+const goarch = platformPart(check, 'AGENT_GOARCH', 'amd64')
+check.tool('go', 'install Go: https://go.dev/dl/ (Debian: apt-get install golang-go)')
+if (source && !existsSync(path.join(source, 'go.mod')))
+  check.missing(`AGENT_SOURCE_DIR=${source} is not a Go module (no go.mod)${existsSync(source) ? '' : ': the directory does not exist'}`)
+check.done()
+const live = `${dir}/${name}`
+const goBuild = ['go', 'build', '-trimpath', '-buildvcs=false', `-ldflags=${LDFLAGS}`, '-o']
+const goEnv = { GOOS: goos, GOARCH: goarch, CGO_ENABLED: '0' }
+
+if (dryRun) {
+  const bin = `"$BUILD"/${shq(name)}`
+  console.log(`# a real run sends the ssh commands over one connection, and uploads only when the sha256 differs
+BUILD=$(mktemp -d)
+(cd ${shq(source)} && ${Object.entries(goEnv).map(([k, v]) => `${k}=${v}`).join(' ')} ${goBuild.map(shq).join(' ')} ${bin} .)
+${sshCommand(target, LOOK, [dir, name])}
+SUM=$(sha256sum < ${bin} | cut -d' ' -f1)
+${sshCommand(target, INSTALL, [dir, name, 'manual'], '"$SUM"')} < ${bin}
+rm -rf "$BUILD"`)
+  process.exit(0)
+}
+
+// Look at the server first (the one authenticated connection of this run): its platform, the live sha256
+step(`Connect to ${target.destination} (port ${target.port}) and read the sha256 of ${live}`)
+const ssh = await openSsh(target)
+const look = await ssh.run(LOOK, [dir, name])
+if (!look.ok) fail(`reading ${live} on ${target.destination}: ${ssh.why(look)}`)
+const [uname = '', current = ''] = look.stdout.trim().split('\n')
+const platform = PLATFORMS[uname.trim()]
+const refusals = [
+  ...(platform && platform !== `${goos}/${goarch}` ? [`${target.host} is ${uname.trim()} (${platform}) but AGENT_GOOS/AGENT_GOARCH build ${goos}/${goarch}: set them to match`] : []),
+  ...(current.trim() === 'other' ? [`${live} exists on ${target.host} but is not a regular file: move it away or set AGENT_REMOTE_DIR / AGENT_BINARY_NAME`] : []),
+]
+if (refusals.length) {
+  await ssh.close()
+  refuse(refusals)
+}
+if (!platform) console.error(`warning: ${target.host} reports "${uname.trim()}": check that ${goos}/${goarch} runs there`)
+const remoteSum = current.match(/^[0-9a-f]{64}\b/)?.[0]
+
+// Build (a local temporary directory, removed whatever the way out)
+step(`Build ${name} for ${goos}/${goarch} from ${source}`)
+const build = mkdtempSync(path.join(os.tmpdir(), 'deploy-binary-'))
+onExit(() => rmSync(build, { recursive: true, force: true }))
+const binary = path.join(build, name)
+const built = await $({ cwd: source, env: { ...process.env, ...goEnv }, timeout: '10m', nothrow: true })`${goBuild} ${binary} .`
+if (!built.ok) fail(`go build in ${source} ${built.signal ? 'was stopped after 10 minutes' : `exited ${built.exitCode}`}:\n${built.stderr.trim()}`)
+const bytes = readFileSync(binary)
+const sum = createHash('sha256').update(bytes).digest('hex')
+
+let outcome: string
+if (sum === remoteSum) {
+  outcome = `${live} on ${target.destination} is unchanged (same sha256): nothing sent`
+} else {
+  // --- point of no return ---
+  const suffix = randomBytes(6).toString('hex')
+  step(`Upload ${bytes.length} bytes to ${dir}/.${name}.upload.${suffix}, verify its sha256 there, keep ${name}.previous, rename over ${name}`)
+  const sent = await ssh.run(INSTALL, [dir, name, suffix, sum], { input: bytes, timeout: '15m' })
+  if (sent.exitCode === 3) fail(`${sent.stderr.trim()}: the upload was removed and ${live} left as it was`)
+  if (!sent.ok) fail(`uploading to ${live} on ${target.destination}: ${ssh.why(sent)}`)
+  outcome = `${live} on ${target.destination} updated (${bytes.length} bytes sent)${remoteSum ? `; the previous binary is ${live}.previous` : ''}`
+}
+await ssh.close()
+
+// Report
+console.log(`${outcome}
+  sha256  ${sum}
+  size    ${bytes.length} bytes
+  path    ${live}  (${goos}/${goarch})
+
+Useful commands:
+  npx tsx deploy/deploy_nomad.mts          (first deploy: the job runs ${live})
+  nomad job restart ${JOB}        (the job already runs: start it on the new binary)
+  ${target.login} sha256sum ${shq(live)}
+  roll back by hand: ${target.login} mv -f ${shq(`${live}.previous`)} ${shq(live)}   then restart the job`)
+
+/** AGENT_GOOS / AGENT_GOARCH: a Go platform word. */
+function platformPart(check: Checks, name: string, fallback: string) {
+  const v = check.get(name, fallback)
+  if (v && !/^[a-z0-9]+$/.test(v)) check.problem(`${name}=${JSON.stringify(v)} must be a Go platform name such as ${fallback} (go tool dist list)`)
+  return v
+}
