@@ -9,7 +9,7 @@
 //   5. `--help` of every script: median wall time beside `npx tsx` on an empty module (goal: 1.25x).
 // Figures are medians of a few runs on this machine; nothing here is a test, nothing fails a build.
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
 import path from 'node:path'
 import { root, sandbox, write } from '../test/helpers.ts'
@@ -85,13 +85,20 @@ for (const script of ['deploy_nomad.mts', 'deploy_storefront.mts']) {
 
 // 2 and 3. ssh: authentications and bytes --------------------------------------------------------
 try {
-  const sshdModule = '../test/sshd.ts'
-  const { startSshd } = (await import(sshdModule)) as { startSshd: (dir: string) => Promise<any> }
+  const { startSshd, ensureUsers, requireTools, userDir, USERS, goEnv } = await import('../test/sshd.ts')
+  requireTools()
+  ensureUsers()
   const sb = sandbox()
-  const sshd = await startSshd(sb.dir)
+  const sshd = await startSshd()
   const relay = await countingRelay(sshd.port)
-  const env = (extra: Record<string, string>) => ({ ...process.env, HOME: sb.home, ...sshd.env, DEPLOY_SSH_PORT: String(relay.port), ...extra })
-  const remote = path.join(sb.dir, 'remote')
+  // The relay listens on another port: known_hosts names the server by [127.0.0.1]:port.
+  const hostKey = readFileSync(path.join(sshd.dir, 'host_key.pub'), 'utf8').split(' ').slice(0, 2).join(' ')
+  const knownHosts = write(sb.dir, 'known_hosts', `[127.0.0.1]:${relay.port} ${hostKey}\n`)
+  const user = USERS.bash
+  const remote = path.join(userDir(user), `bench-${process.pid}`)
+  const env = (extra: Record<string, string>) => ({
+    ...process.env, ...goEnv, HOME: sb.home, ...sshd.env(user), DEPLOY_SSH_PORT: String(relay.port), DEPLOY_SSH_KNOWN_HOSTS: knownHosts, ...extra,
+  })
   const cases: [string, Record<string, string>][] = [
     ['deploy_arango_volume.mts', { ARANGO_DATA_DIR: `${remote}/arango` }],
     ['deploy_valkey_volume.mts', { VALKEY_DATA_DIR: `${remote}/valkey` }],
@@ -99,23 +106,25 @@ try {
   ]
   for (const [script, extra] of cases) {
     if (!scripts.includes(script)) continue
-    const before = sshd.authentications()
+    const before = sshd.accepted()
     relay.reset()
     const r = await time('npx', ['tsx', `deploy/${script}`, '--env-file', sb.envFile], { env: env(extra) })
-    const auths = sshd.authentications() - before
+    const auths = sshd.accepted() - before
     row(`2. ssh authentications ${script}`, `${auths} (exit ${r.code})`, '1', auths === 1 && r.code === 0)
     if (script === 'deploy_binary.mts') {
       const changed = relay.sent()
       relay.reset()
       const again = await time('npx', ['tsx', `deploy/${script}`, '--env-file', sb.envFile], { env: env(extra) })
       const unchanged = relay.sent()
-      row('3. bytes sent, changed binary', `${changed.toLocaleString('en')} B`, '-', undefined)
-      row('3. bytes sent, unchanged binary', `${unchanged.toLocaleString('en')} B (exit ${again.code}, "unchanged": ${/unchanged/.test(again.out)})`,
-        'no binary bytes', unchanged < changed / 10 && /unchanged/.test(again.out))
+      const size = statSync(path.join(remote, 'bin/agent')).size
+      row('3. bytes sent, changed binary', `${changed.toLocaleString('en')} B (binary ${size.toLocaleString('en')} B)`, '-', undefined)
+      row('3. bytes sent, unchanged binary', `${unchanged.toLocaleString('en')} B (exit ${again.code}, says unchanged: ${/unchanged/.test(again.out)})`,
+        'no binary bytes', unchanged < size && /unchanged/.test(again.out))
     }
   }
   relay.close()
   await sshd.stop()
+  rmSync(remote, { recursive: true, force: true })
 } catch (e) {
   row('2-3. ssh figures', `not measured: ${(e as Error).message.split('\n')[0]}`, '-', false)
 }

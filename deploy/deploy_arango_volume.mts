@@ -17,7 +17,7 @@
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 done (or already there), 1 a step failed (ssh included), 2 refused before changing anything.
-import { fail, refuse, start, step } from './lib/env.mts'
+import { exit, fail, refuse, start, step } from './lib/env.mts'
 import { openSsh, sshCommand, sshTarget } from './lib/connect.mts'
 
 const VOLUME = 'arangodb_data'
@@ -34,7 +34,7 @@ check.done()
 if (dryRun) {
   console.log(`# a real run sends these over one ssh connection; the second only when ${dir} is missing or not 755`)
   console.log([sshCommand(target, LOOK, [dir]), sshCommand(target, MAKE, [dir])].join('\n'))
-  process.exit(0)
+  exit(0)
 }
 
 // Look at the server (the one authenticated connection of this run)

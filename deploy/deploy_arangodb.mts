@@ -22,7 +22,7 @@
 //   -h, --help        this help
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
 import path from 'node:path'
-import { EXIT, fail, refuse, root, start, step } from './lib/env.mts'
+import { EXIT, exit, fail, refuse, root, start, step } from './lib/env.mts'
 import { deployPlanned, nomadConnection, nomadError, planCommands, planJob, shq, timeoutSeconds } from './lib/connect.mts'
 
 const JOB = 'arangodb-agent-economique'
@@ -43,7 +43,7 @@ if (dryRun) {
   const [exportLine, ...deploy] = planCommands(nomad, FILE)
   console.log([exportLine, `nomad var get -out go-template -template ${shq(NAMES)} ${VAR_PATH}`, ...deploy].join('\n'))
   console.log(`# then follow the deployment: nomad job deployments -latest ${JOB}`)
-  process.exit(EXIT.done)
+  exit(EXIT.done)
 }
 
 step(`Check the Nomad Variable ${VAR_PATH} (item names only)`)

@@ -28,7 +28,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { $ } from 'zx'
-import { fail, onExit, refuse, start, step, type Checks } from './lib/env.mts'
+import { type Checks, exit, fail, onExit, refuse, start, step } from './lib/env.mts'
 import { openSsh, shq, sshCommand, sshTarget } from './lib/connect.mts'
 
 const JOB = 'agent-economique'
@@ -75,7 +75,7 @@ ${sshCommand(target, LOOK, [dir, name])}
 SUM=$(sha256sum < ${bin} | cut -d' ' -f1)
 ${sshCommand(target, INSTALL, [dir, name, 'manual'], '"$SUM"')} < ${bin}
 rm -rf "$BUILD"`)
-  process.exit(0)
+  exit(0)
 }
 
 // Look at the server first (the one authenticated connection of this run): its platform, the live sha256

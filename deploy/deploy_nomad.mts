@@ -20,7 +20,7 @@
 //   -h, --help        this help
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
 import path from 'node:path'
-import { root, start, step } from './lib/env.mts'
+import { exit, root, start, step } from './lib/env.mts'
 import { deployPlanned, nomadConnection, planCommands, planJob, timeoutSeconds } from './lib/connect.mts'
 
 const JOB = 'agent-economique'
@@ -38,7 +38,7 @@ const vars = { binary_path: `${dir}/${name}` }
 if (dryRun) {
   console.log(planCommands(nomad, FILE, vars).join('\n'))
   console.log(`# then follow the deployment: nomad job deployments -latest ${JOB}`)
-  process.exit(0)
+  exit(0)
 }
 
 // Plan

@@ -21,6 +21,8 @@
 //        STOREFRONT_SOURCE_DIR (default ../cedra-storefront, relative to the repository root: a git
 //          checkout of the app with its Dockerfile),
 //        STOREFRONT_IMAGE (required: the image repository without a tag, e.g. registry.example.com/cedra/storefront),
+//        STOREFRONT_VAULT_PATH (default secret/cedra/prod: where put_storefront_secrets.mts wrote the
+//          secrets; the job reads them there),
 //        STOREFRONT_COUNT (optional: number of instances, at least 2; unset: the job's default, 2),
 //        STOREFRONT_AUTO_PROMOTE (optional: true = Nomad promotes a healthy canary by itself; unset: the
 //          job's default, false = wait for promote_storefront.mts).
@@ -36,7 +38,7 @@ import { createHash } from 'node:crypto'
 import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { $, which, type ProcessOutput, type ProcessPromise } from 'zx'
-import { EXIT, fail, refuse, root, start, step, type Checks } from './lib/env.mts'
+import { type Checks, EXIT, exit, fail, refuse, root, start, step } from './lib/env.mts'
 import { followDeployment, nomadConnection, planJob, runJob, shq, timeoutSeconds, type Nomad } from './lib/connect.mts'
 
 const JOB = 'cedra-storefront'
@@ -52,6 +54,7 @@ check.tool('docker', 'install Docker with buildx: https://docs.docker.com/get-do
 check.tool('git', 'install git')
 const source = check.localPath('STOREFRONT_SOURCE_DIR', '../cedra-storefront') ?? '' // '' when set but empty (refused)
 const image = check.need('STOREFRONT_IMAGE')
+const secrets = check.kvPath('STOREFRONT_VAULT_PATH', 'secret/cedra/prod')
 const badImage = image && imageProblem(image)
 if (badImage) check.problem(`STOREFRONT_IMAGE=${JSON.stringify(image)} ${badImage}`)
 const count = check.optional('STOREFRONT_COUNT')
@@ -65,7 +68,7 @@ const tag = await sourceTag(check, source, Boolean(flags['allow-dirty']))
 check.done()
 
 const ref = `${image}:${tag ?? '$TAG'}`
-const vars: Record<string, string> = { image, image_tag: tag ?? '$TAG', ...(count ? { count } : {}), ...(autoPromote ? { auto_promote: autoPromote } : {}) }
+const vars: Record<string, string> = { image, image_tag: tag ?? '$TAG', vault_secret: secrets.api, ...(count ? { count } : {}), ...(autoPromote ? { auto_promote: autoPromote } : {}) }
 // Docker needs none of the secrets the configuration may hold.
 const dockerEnv: Record<string, string | undefined> = { ...process.env }
 for (const name of ['NOMAD_TOKEN', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'REVALIDATE_SECRET', 'SESSION_SECRET', 'VALKEY_PASSWORD', 'ARANGO_ROOT_PASSWORD'])
@@ -85,7 +88,7 @@ if (dryRun) {
     `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach${v} ${f}`,
     `# then follow the deployment: nomad job deployments -latest ${JOB}`,
   ].join('\n'))
-  process.exit(EXIT.done)
+  exit(EXIT.done)
 }
 
 // Plan: before the long build, prove the cluster answers, accepts the token, and needs this version.
@@ -94,7 +97,7 @@ const plan = await planJob(nomad, JOB, FILE, vars)
 if (plan.unchanged) {
   console.log(`${JOB} already runs ${ref} (the plan shows no change): nothing was built, pushed or run`)
   usefulCommands()
-  process.exit(EXIT.done)
+  exit(EXIT.done)
 }
 step('Check docker: its engine answers, buildx is there')
 const engine = await $({ env: dockerEnv, nothrow: true, timeout: '30s' })`docker version --format ${'{{.Server.Version}}'}`

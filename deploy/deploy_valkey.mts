@@ -25,7 +25,7 @@
 //   -h, --help        this help
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
 import path from 'node:path'
-import { root, start, step, type Checks } from './lib/env.mts'
+import { type Checks, exit, root, start, step } from './lib/env.mts'
 import { deployPlanned, nomadConnection, planCommands, planJob, timeoutSeconds } from './lib/connect.mts'
 
 const JOB = 'valkey'
@@ -34,7 +34,7 @@ const FILE = path.join(root, 'jobs/valkey.nomad')
 // Check
 const { check, dryRun, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } } })
 const nomad = nomadConnection(check)
-const secretPath = kvPath(check, 'STOREFRONT_VAULT_PATH', 'secret/cedra/prod')
+const secretPath = check.kvPath('STOREFRONT_VAULT_PATH', 'secret/cedra/prod')
 const dataDir = check.remotePath('VALKEY_DATA_DIR', '/opt/valkey_data')
 const timeout = timeoutSeconds(flags.timeout, check)
 check.done()
@@ -45,7 +45,7 @@ if (dryRun) {
   console.log(`# ${needs}`)
   console.log(planCommands(nomad, FILE, vars).join('\n'))
   console.log(`# then follow the deployment: nomad job deployments -latest ${JOB}`)
-  process.exit(0)
+  exit(0)
 }
 
 // Plan
@@ -74,16 +74,3 @@ Useful commands:
   consul catalog nodes -service=valkey
   nomad job history ${JOB}`)
 
-// ---------------------------------------------------------------------------------------------
-
-/** A KV path as the vault CLI takes it (<mount>/<path>); the KV v2 API path a template reads adds /data/ after the mount. */
-function kvPath(check: Checks, name: string, fallback: string) {
-  const v = check.get(name, fallback)
-  const parts = v.split('/')
-  if (v && !/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_.-]+)+$/.test(v))
-    check.problem(`${name}=${JSON.stringify(v)} must be <mount>/<path> of letters, digits and _ . - (such as secret/cedra/prod)`)
-  else if (parts.some((p) => p === '.' || p === '..')) check.problem(`${name}=${JSON.stringify(v)} must not contain . or .. segments`)
-  else if (parts[1] === 'data')
-    check.problem(`${name}=${JSON.stringify(v)}: give the path as the vault CLI takes it, without /data/ (secret/cedra/prod, not secret/data/cedra/prod)`)
-  return { path: v, api: `${parts[0]}/data/${parts.slice(1).join('/')}` }
-}

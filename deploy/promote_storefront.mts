@@ -19,7 +19,7 @@
 //   -h, --help        this help
 // Exit: 0 promoted and deployed; 1 nothing to promote, the canary is not healthy, the deployment
 //       failed or rolled back, or --timeout reached; 2 refused before changing anything.
-import { EXIT, fail, start, step } from './lib/env.mts'
+import { EXIT, exit, fail, start, step } from './lib/env.mts'
 import { followDeployment, nomadConnection, nomadError, timeoutSeconds } from './lib/connect.mts'
 
 const JOB = 'cedra-storefront'
@@ -41,7 +41,7 @@ check.done()
 if (dryRun) {
   console.log([nomad.exportLine, `nomad job deployments -latest ${JOB}`, `nomad job promote -detach ${JOB}`,
     `# then follow the deployment: nomad job deployments -latest ${JOB}`].join('\n'))
-  process.exit(EXIT.done)
+  exit(EXIT.done)
 }
 
 // Plan: is there a canary waiting for promotion?
@@ -52,7 +52,7 @@ if (!latest.ok) {
   const { message, code } = nomadError(nomad, latest)
   if (code !== EXIT.refused) fail(`nomad job deployments: ${message}`)
   console.error(`✗ nomad job deployments: ${message}`)
-  process.exit(EXIT.refused)
+  exit(EXIT.refused)
 }
 const d = latest.stdout.trim() && latest.stdout.trim() !== 'null' ? (JSON.parse(latest.stdout) as Deployment) : undefined
 if (!d) nothingToPromote(`${JOB} has no deployment`)
@@ -93,5 +93,5 @@ function nothingToPromote(why: string): never {
   console.error(`✗ nothing to promote: ${why}.
   A canary waits for promotion after npx tsx deploy/deploy_storefront.mts (or revert_storefront.mts)
   reports "canary healthy, waiting for promotion"; see: nomad job deployments ${JOB}`)
-  process.exit(EXIT.failed)
+  exit(EXIT.failed)
 }

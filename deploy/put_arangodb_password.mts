@@ -26,7 +26,7 @@
 // Exit: 0 done (stored, unchanged or kept), 1 a step failed (e.g. a concurrent write), 2 refused before changing anything.
 import { randomBytes } from 'node:crypto'
 import type { ProcessOutput } from 'zx'
-import { askHidden, EXIT, fail, refuse, secret, start, step } from './lib/env.mts'
+import { askHidden, EXIT, exit, fail, refuse, secret, start, step } from './lib/env.mts'
 import { nomadConnection, nomadError } from './lib/connect.mts'
 
 const VAR_PATH = 'nomad/jobs/arangodb-agent-economique'
@@ -49,7 +49,7 @@ if (dryRun) {
     `nomad var put -check-index "$MODIFY_INDEX_FROM_GET" -in=json -out=none -`,
   ].join('\n'))
   if (!given) console.log('# ARANGO_ROOT_PASSWORD is not set: a real run asks at a terminal; without one it generates a password if none is stored, else keeps the stored one')
-  process.exit(EXIT.done)
+  exit(EXIT.done)
 }
 
 // Read what is stored (the other items must survive the write)
@@ -83,7 +83,7 @@ if (given) {
   source = 'typed at the prompt'
 } else if (stored !== undefined) {
   console.log(`ARANGO_ROOT_PASSWORD is not set and there is no terminal to ask: the root password stored in ${VAR_PATH} is kept; nothing was written (modify index ${index})`)
-  process.exit(EXIT.done)
+  exit(EXIT.done)
 } else {
   password = secret(randomBytes(32).toString('base64url'))!
   source = 'generated (32 random bytes, base64url), since none was given or stored'
@@ -91,7 +91,7 @@ if (given) {
 
 if (password === stored) {
   console.log(`${ITEM} in ${VAR_PATH} is already that password: unchanged, nothing was written (modify index ${index})`)
-  process.exit(EXIT.done)
+  exit(EXIT.done)
 }
 
 // --- point of no return ---

@@ -23,11 +23,10 @@
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 done (or unchanged), 1 a step failed, 2 refused before changing anything.
-import { randomBytes, X509Certificate } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import { $, type ProcessOutput } from 'zx'
-import { askHidden, EXIT, fail, refuse, secret, start, step, type Checks } from './lib/env.mts'
-import { shq } from './lib/connect.mts'
+import { askHidden, type Checks, EXIT, exit, fail, refuse, secret, start, step } from './lib/env.mts'
+import { readCerts, shq } from './lib/connect.mts'
 
 const KEYS = [
   { key: 'revalidate_secret', env: 'REVALIDATE_SECRET', generate: false },
@@ -41,7 +40,7 @@ const PASSWORD_RULE = "must be at least 16 characters of A-Z a-z 0-9 . _ ~ - (it
 // Check
 const { check, dryRun } = start(import.meta.url)
 const vault = vaultConnection(check)
-const where = kvPath(check, 'STOREFRONT_VAULT_PATH', 'secret/cedra/prod')
+const where = check.kvPath('STOREFRONT_VAULT_PATH', 'secret/cedra/prod')
 const given: Record<string, string | undefined> = {}
 for (const { key, env } of KEYS) given[key] = secret(check.optional(env))
 if (given.valkey_password && !passwordOk(given.valkey_password)) check.problem(`VALKEY_PASSWORD ${PASSWORD_RULE}`)
@@ -56,7 +55,7 @@ if (dryRun) {
     '# object on stdin, check-and-set against the version read (0 when nothing is stored yet):',
     `vault kv put -format=json -cas="$VERSION_READ" ${where.path} - <<<"$DATA_READ_WITH_NEW_VALUES_AS_JSON"`,
   ].join('\n'))
-  process.exit(EXIT.done)
+  exit(EXIT.done)
 }
 
 // Read what is stored (a read changes nothing; its refusal is a refusal)
@@ -92,7 +91,7 @@ for (const { key } of KEYS) {
 const others = Object.keys(stored.data).filter((k) => !KEYS.some((x) => x.key === k))
 if (!changes.length) {
   console.log(`${where.path} is unchanged: version ${stored.version} already holds these values; nothing was written`)
-  process.exit(EXIT.done)
+  exit(EXIT.done)
 }
 
 // --- point of no return ---
@@ -130,54 +129,16 @@ function vaultConnection(check: Checks) {
   secret(check.need('VAULT_TOKEN'))
   const ca = check.localPath('VAULT_CACERT')
   if (ca && !https) check.problem('VAULT_ADDR is http:// but VAULT_CACERT is set: use https:// or unset it')
-  else if (ca) checkCa(check, ca)
+  else if (ca) readCerts(check, 'VAULT_CACERT', ca)
   const env: Record<string, string | undefined> = { ...process.env }
   for (const name of NEVER_TO_VAULT) delete env[name]
   if (ca) env.VAULT_CACERT = ca
   return {
     addr,
-    $: $({ env, timeout: '30s', nothrow: true }),
+    $: $({ env, timeout: `${check.seconds('DEPLOY_COMMAND_TIMEOUT', 60)}s`, nothrow: true }),
     exportLine: `export VAULT_ADDR=${shq(addr)}${ca ? ` VAULT_CACERT=${shq(ca)}` : ''} VAULT_TOKEN="$VAULT_TOKEN"`,
   }
 }
-
-/** VAULT_CACERT: exists, holds only PEM certificates, none expired (a warning under 30 days). */
-function checkCa(check: Checks, file: string) {
-  let pem
-  try {
-    pem = readFileSync(file, 'utf8')
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code
-    return check.missing(`VAULT_CACERT: ${file} ${code === 'ENOENT' ? 'does not exist' : `cannot be read (${code})`}`)
-  }
-  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
-  const certs = blocks.flatMap((b) => {
-    try {
-      return [new X509Certificate(b)]
-    } catch {
-      return []
-    }
-  })
-  if (!certs.length || certs.length !== blocks.length) return check.problem(`VAULT_CACERT (${file}) is not a PEM certificate`)
-  for (const c of certs) {
-    const left = (Date.parse(c.validTo) - Date.now()) / 86_400_000
-    if (left < 0) check.problem(`VAULT_CACERT (${file}) expired on ${c.validTo}`)
-    else if (left < 30) check.warn(`VAULT_CACERT (${file}) expires in ${Math.floor(left)} days (${c.validTo})`)
-  }
-}
-
-/** A KV path as the vault CLI takes it (<mount>/<path>); its KV v2 API path adds /data/ after the mount. */
-function kvPath(check: Checks, name: string, fallback: string) {
-  const v = check.get(name, fallback)
-  const parts = v.split('/')
-  if (v && !/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_.-]+)+$/.test(v))
-    check.problem(`${name}=${JSON.stringify(v)} must be <mount>/<path> of letters, digits and _ . - (such as secret/cedra/prod)`)
-  else if (parts.some((p) => p === '.' || p === '..')) check.problem(`${name}=${JSON.stringify(v)} must not contain . or .. segments`)
-  else if (parts[1] === 'data')
-    check.problem(`${name}=${JSON.stringify(v)}: give the path as the vault CLI takes it, without /data/ (secret/cedra/prod, not secret/data/cedra/prod)`)
-  return { path: v, api: `${parts[0]}/data/${parts.slice(1).join('/')}` }
-}
-
 function passwordOk(value: string) {
   return /^[A-Za-z0-9._~-]{16,}$/.test(value)
 }

@@ -23,7 +23,7 @@
 // Exit: 0 reverted (canary waiting for promotion, or deployed); 1 a step failed, the deployment failed
 //       or rolled back, or --timeout reached; 2 refused before changing anything (no version, not a
 //       whole number, unknown or current version).
-import { EXIT, fail, refuse, start, step } from './lib/env.mts'
+import { EXIT, exit, fail, refuse, start, step } from './lib/env.mts'
 import { followDeployment, nomadConnection, nomadError, shq, timeoutSeconds } from './lib/connect.mts'
 
 const JOB = 'cedra-storefront'
@@ -44,7 +44,7 @@ if (dryRun) {
   console.log([nomad.exportLine, `nomad job history ${JOB}`,
     wanted === undefined ? '# then, with the version to go back to: nomad job revert -detach cedra-storefront VERSION' : `nomad job revert -detach ${JOB} ${shq(wanted)}`,
     `# then follow the deployment: nomad job deployments -latest ${JOB}`].join('\n'))
-  process.exit(EXIT.done)
+  exit(EXIT.done)
 }
 
 // Plan: the job's versions (reading them also proves the cluster answers and accepts the token)
@@ -55,7 +55,7 @@ if (!history.ok) {
   const { message, code } = nomadError(nomad, history)
   if (code !== EXIT.refused) fail(`nomad job history: ${message}`)
   console.error(`✗ nomad job history: ${message}`)
-  process.exit(EXIT.refused)
+  exit(EXIT.refused)
 }
 const versions = (JSON.parse(history.stdout) as Version[]).sort((a, b) => b.Version - a.Version)
 const current = versions[0]
@@ -83,7 +83,7 @@ const version = Number(inspect.stdout.trim())
 if (version === current.Version) {
   // Nomad registers no new version when the old specification is the current one.
   console.log(`${JOB} version ${current.Version} already has the specification of version ${target}: Nomad registered nothing new`)
-  process.exit(EXIT.done)
+  exit(EXIT.done)
 }
 step(`Follow the deployment of ${JOB} version ${version} (version ${target} again)`)
 const result = await followDeployment(nomad, JOB, version, timeout)

@@ -9,8 +9,16 @@
 # deploy/revert_storefront.mts <version>.
 #
 # Secrets come from Vault (secret/cedra/prod, written by deploy/put_storefront_secrets.mts) through a
-# template: they are never in this file nor a -var. Valkey (jobs/valkey.nomad) is found through Consul.
+# template: they are never in this file nor a -var. The Vault path is the vault_secret variable, which
+# deploy_storefront passes from STOREFRONT_VAULT_PATH, the setting put_storefront_secrets writes to.
+# Valkey (jobs/valkey.nomad) is found through Consul.
 # Needs Nomad 1.6+ with Consul and Vault integrations, and the Docker driver on the clients.
+
+variable "vault_secret" {
+  type        = string
+  description = "KV v2 API path of the storefront secrets (STOREFRONT_VAULT_PATH with /data/ after the mount)"
+  default     = "secret/data/cedra/prod"
+}
 
 variable "image" {
   type        = string
@@ -118,7 +126,7 @@ job "cedra-storefront" {
       }
 
       # Nomad 1.6: a Vault token with these policies is given to the task (the policy must allow
-      # read on secret/data/cedra/prod). Nomad 1.7+ uses workload identity instead:
+      # read on var.vault_secret, secret/data/cedra/prod by default). Nomad 1.7+ uses workload identity instead:
       #   vault { role = "cedra-storefront" }   (and 1.10 removes `policies`).
       vault {
         policies    = ["cedra-storefront"]
@@ -131,7 +139,7 @@ job "cedra-storefront" {
         env         = true
         change_mode = "restart"
         data        = <<-EOT
-          {{ with secret "secret/data/cedra/prod" }}
+          {{ with secret "${var.vault_secret}" }}
           REVALIDATE_SECRET={{ .Data.data.revalidate_secret | toJSON }}
           SESSION_SECRET={{ .Data.data.session_secret | toJSON }}
           VALKEY_PASSWORD={{ .Data.data.valkey_password | toJSON }}

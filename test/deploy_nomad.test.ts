@@ -1,5 +1,7 @@
 // deploy_nomad.mts, run as a user runs it, against the nomad test double. Also the kit's shared
 // behaviour: flags, env file, TLS checks, refusing and unreachable clusters.
+import { spawn } from 'node:child_process'
+import { cpSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { makeCerts, root, sandbox, write, type Sandbox } from './helpers.ts'
@@ -217,3 +219,38 @@ describe('deploy_nomad: a cluster that refuses or cannot be reached', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /) // no stack trace
   })
 })
+
+describe('deploy_nomad: a plan that cannot succeed is refused before anything runs', () => {
+  it('a job the scheduler cannot place (host volume or raw_exec missing on the clients): exit 2, with its reasons', async () => {
+    sb.setState({ placement: 'missing drivers' })
+    const r = await sb.run(SCRIPT)
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/nomad cannot place agent-economique \(nothing was run\): .*Constraint "missing drivers"/)
+    expect(sb.commands('nomad').filter((c) => c.startsWith('job run'))).toEqual([])
+  })
+
+  it('a job file that does not parse (a broken edit): exit 2, says so', async () => {
+    // The script always deploys jobs/agent.nomad; a copy of the repository holds the broken edit.
+    const copy = path.join(sb.dir, 'repo')
+    for (const d of ['deploy', 'jobs']) cpSync(path.join(root, d), path.join(copy, d), { recursive: true })
+    cpSync(path.join(root, 'package.json'), path.join(copy, 'package.json'))
+    symlinkSync(path.join(root, 'node_modules'), path.join(copy, 'node_modules'))
+    writeFileSync(path.join(copy, 'jobs/agent.nomad'), readFileSync(JOBFILE, 'utf8').replace(/^variable "binary_path" \{/m, 'variable "binary_path"'))
+    const r = await runFrom(copy, sb)
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/the job file does not parse \(check it with: nomad job validate FILE\)/)
+    expect(sb.commands('nomad').filter((c) => c.startsWith('job run'))).toEqual([])
+  })
+})
+
+/** Run the copy's deploy_nomad.mts with the sandbox's stubs and env file. */
+function runFrom(copy: string, box: Sandbox) {
+  return new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, ['--import', path.join(root, 'node_modules/tsx/dist/esm/index.mjs'), path.join(copy, 'deploy', SCRIPT), '--env-file', box.envFile], {
+      env: { PATH: `${box.bin}:/usr/bin:/bin`, HOME: box.home, STUB_STATE: box.state, NOMAD_ADDR: 'http://127.0.0.1:4646', DEPLOY_POLL_SECONDS: '0.05' },
+    })
+    let stderr = ''
+    child.stderr.on('data', (d) => (stderr += d))
+    child.on('close', (code) => resolve({ code, stderr }))
+  })
+}

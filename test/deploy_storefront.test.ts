@@ -35,8 +35,8 @@ function commitAll(message: string): string {
 }
 const head = () => git('rev-parse', '--short=12', 'HEAD')
 const env = (extra: Record<string, string | undefined> = {}) => ({ env: { STOREFRONT_SOURCE_DIR: src, STOREFRONT_IMAGE: IMAGE, ...extra } })
-const plan = (tag: string, extra = '') => `job plan -var=image=${IMAGE} -var=image_tag=${tag}${extra} ${JOBFILE}`
-const run = (index: number, tag: string, extra = '') => `job run -check-index ${index} -detach -var=image=${IMAGE} -var=image_tag=${tag}${extra} ${JOBFILE}`
+const plan = (tag: string, extra = '') => `job plan -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod${extra} ${JOBFILE}`
+const run = (index: number, tag: string, extra = '') => `job run -check-index ${index} -detach -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod${extra} ${JOBFILE}`
 const dockerCalls = (tag: string) => [
   'version --format {{.Server.Version}}',
   'buildx version',
@@ -354,10 +354,10 @@ describe('deploy_storefront: flags and configuration', () => {
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout.trim().split('\n')).toEqual([
       'export NOMAD_ADDR=http://127.0.0.1:4646',
-      `nomad job plan -var=image=${IMAGE} -var=image_tag=${tag} -var=count=4 ${JOBFILE}`,
+      `nomad job plan -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod -var=count=4 ${JOBFILE}`,
       `docker build --platform linux/amd64 -t ${IMAGE}:${tag} ${src}`,
       `docker push ${IMAGE}:${tag}`,
-      `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach -var=image=${IMAGE} -var=image_tag=${tag} -var=count=4 ${JOBFILE}`,
+      `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod -var=count=4 ${JOBFILE}`,
       '# then follow the deployment: nomad job deployments -latest cedra-storefront',
     ])
     expect(sb.calls()).toEqual([])
@@ -372,7 +372,7 @@ describe('deploy_storefront: flags and configuration', () => {
     expect(r.stderr).toMatch(/warning: a real run would refuse: docker not found on PATH/)
     expect(r.stderr).toMatch(/warning: a real run would refuse: STOREFRONT_SOURCE_DIR \(.*absent\) does not exist/)
     expect(r.stdout).toContain(`TAG=$(git -C ${path.join(sb.dir, 'absent')} rev-parse --short=12 HEAD)`)
-    expect(r.stdout).toContain('nomad job plan -var=image=registry.example.internal/cedra/storefront "-var=image_tag=$TAG" jobs/cedra-storefront.nomad')
+    expect(r.stdout).toContain('nomad job plan -var=image=registry.example.internal/cedra/storefront "-var=image_tag=$TAG" -var=vault_secret=secret/data/cedra/prod jobs/cedra-storefront.nomad')
     expect(r.stdout).toContain('docker push "registry.example.internal/cedra/storefront:$TAG"')
     expect(r.stdout).not.toContain('00000000-0000-0000-0000-000000000000')
     expect(sb.calls()).toEqual([])

@@ -82,15 +82,17 @@ describe('jobs/cedra-storefront.nomad', () => {
     for (const tag of service.tags) expect(service.canary_tags).toContain(tag)
   })
 
-  it('reads the secrets from Vault KV v2 (secret/data/cedra/prod) through a template into the environment', () => {
-    const secrets = task.template.find((t: any) => t.data.includes('secret "secret/data/cedra/prod"'))
+  it('reads the secrets from Vault KV v2 (var.vault_secret, default secret/data/cedra/prod) through a template into the environment', () => {
+    // The path is a variable that deploy_storefront sets from STOREFRONT_VAULT_PATH, like deploy_valkey.
+    expect(hcl.variable.vault_secret[0].default).toBe('secret/data/cedra/prod')
+    const secrets = task.template.find((t: any) => t.data.includes('secret "${var.vault_secret}"'))
     expect(secrets).toBeDefined()
     expect(secrets.env).toBe(true)
     expect(secrets.destination).toMatch(/^secrets\//)
     for (const key of ['revalidate_secret', 'session_secret', 'valkey_password']) expect(secrets.data).toContain(`.Data.data.${key}`)
     expect(task.vault[0].policies).toEqual(['cedra-storefront'])
     // No secret value, nor a variable for one, in the job file.
-    expect(Object.keys(hcl.variable).filter((k) => /secret|password|token/i.test(k))).toEqual([])
+    expect(Object.keys(hcl.variable).filter((k) => /secret|password|token/i.test(k))).toEqual(['vault_secret'])
   })
 
   it('finds Valkey through Consul in a template, and sets resources', () => {

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { $, type Duration, type ProcessOutput } from 'zx'
-import { EXIT, fail, onExit, secret, step, type Checks } from './env.mts'
+import { EXIT, fail, onExit, refuse, secret, step, type Checks } from './env.mts'
 
 // ---------------------------------------------------------------------------------------------
 // Nomad
@@ -34,6 +34,8 @@ export function nomadConnection(check: Checks) {
   secret(token)
   check.optional('NOMAD_NAMESPACE')
   check.optional('NOMAD_REGION')
+  const limit = check.seconds('DEPLOY_COMMAND_TIMEOUT', 60)
+  const poll = check.seconds('DEPLOY_POLL_SECONDS', 5)
   check.tool('nomad', 'install the Nomad CLI 1.6+: https://developer.hashicorp.com/nomad/install')
 
   const env: Record<string, string | undefined> = { ...process.env }
@@ -50,11 +52,12 @@ export function nomadConnection(check: Checks) {
     if (set.length) check.problem(`NOMAD_ADDR is http:// but ${set.join(', ')} ${set.length > 1 ? 'are' : 'is'} set: use https:// or unset them`)
   }
   for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k]
-  const nomad = $({ env, timeout: '60s', nothrow: true })
+  const nomad = $({ env, timeout: `${limit}s`, nothrow: true })
   const shown = ['NOMAD_ADDR', ...TLS_VARS, 'NOMAD_NAMESPACE', 'NOMAD_REGION'].filter((n) => env[n])
   return {
     addr,
-    /** zx shell with the nomad environment; results are checked by the caller (nothrow). */
+    poll,
+    /** zx shell with the nomad environment and the time limit; results are checked by the caller (nothrow). */
     $: nomad,
     /** One copy-pasteable line that sets the same environment (the token as a reference). */
     exportLine: `export ${shown.map((n) => `${n}=${shq(env[n]!)}`).join(' ')}${token ? ' NOMAD_TOKEN="$NOMAD_TOKEN"' : ''}`,
@@ -90,7 +93,8 @@ function readPem(check: Checks, name: string, file: string): string | undefined 
   }
 }
 
-function readCerts(check: Checks, name: string, file: string): X509Certificate[] | undefined {
+/** PEM certificates in a file: each parses, none expired (a warning under 30 days left). */
+export function readCerts(check: Checks, name: string, file: string): X509Certificate[] | undefined {
   const pem = readPem(check, name, file)
   if (pem === undefined) return
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
@@ -119,6 +123,8 @@ function readCerts(check: Checks, name: string, file: string): X509Certificate[]
 export function nomadError(nomad: Nomad, out: ProcessOutput): { message: string; code: number } {
   const err = (out.stderr.trim() || out.stdout.trim()).split('\n').filter(Boolean)
   const text = err.join(' ')
+  if (/Error getting job struct|Error parsing job file|Unset variable|Undefined -var variable/.test(text))
+    return { code: EXIT.refused, message: `the job file does not parse (check it with: nomad job validate FILE): ${err.slice(-2).join(' ')}` }
   if (/\b403\b|Permission denied|ACL token not found/i.test(text))
     return { code: EXIT.refused, message: `Nomad at ${nomad.addr} refused the token (403): check NOMAD_TOKEN and its ACL policy (${err[0]})` }
   if (/x509|certificate|tls:/i.test(text))
@@ -132,8 +138,7 @@ export function nomadError(nomad: Nomad, out: ProcessOutput): { message: string;
 function nomadFailed(nomad: Nomad, what: string, out: ProcessOutput, changed: boolean): never {
   const { message, code } = nomadError(nomad, out)
   if (changed || code !== EXIT.refused) fail(`${what}: ${message}`)
-  console.error(`✗ ${what}: ${message}`)
-  process.exit(EXIT.refused)
+  refuse([`${what}: ${message}`])
 }
 
 export type Plan = { job: string; file: string; vars: string[]; index: number; unchanged: boolean; created: boolean }
@@ -148,6 +153,13 @@ export async function planJob(nomad: Nomad, job: string, file: string, vars: Rec
   if (!index) fail(`nomad job plan printed no "Job Modify Index" line:\n${out.stdout}`)
   const diff = out.stdout.slice(0, out.stdout.indexOf('Job Modify Index:')).trimEnd()
   console.error(diff.replace(/^/gm, '    '))
+  // The scheduler could not place it (a host volume no client declares, no capacity...): running it
+  // would leave a blocked deployment. Refuse, with the scheduler's reasons.
+  if (/WARNING: Failed to place/.test(out.stdout)) {
+    const reasons = diff.split('\n').map((l) => l.trim()).filter((l) => /^\*|Constraint|failed to place/i.test(l))
+    refuse([`nomad cannot place ${job} (nothing was run): ${reasons.join('; ')}` +
+      (/host volume/.test(diff) ? ' — declare the host_volume on a client by hand (DEPLOYMENT_GUIDE.md, section 2) and restart it' : '')])
+  }
   // The first diff line carries the job's marker: "+ Job:" new, "+/- Job:" edited, bare "Job:" unchanged.
   const first = out.stdout.split('\n', 1)[0]
   return {
@@ -177,16 +189,16 @@ export type Outcome = { outcome: 'successful' | 'canary' | 'failed' | 'timeout' 
  * (`deployment status -monitor` always exits 0 and an attached `job run` blocks while a canary waits.)
  */
 export async function followDeployment(nomad: Nomad, job: string, version: number, timeoutSeconds: number): Promise<Outcome> {
-  const every = Number(process.env.DEPLOY_POLL_SECONDS ?? 5) * 1000
+  const every = nomad.poll * 1000
   const deadline = Date.now() + timeoutSeconds * 1000
   let last = ''
   for (;;) {
-    const out = await nomad.$({ timeout: '30s' })`nomad job deployments -latest -json ${job}`
+    const out = await nomad.$`nomad job deployments -latest -json ${job}`
     if (!out.ok) nomadFailed(nomad, 'nomad job deployments', out, true)
     let d = out.stdout.trim() && out.stdout.trim() !== 'null' ? JSON.parse(out.stdout) : undefined
     if (d && d.JobVersion > version) {
       // A newer version: the auto-revert of OUR failed deployment, or someone else's deploy. Ours says which.
-      const all = await nomad.$({ timeout: '30s' })`nomad job deployments -json ${job}`
+      const all = await nomad.$`nomad job deployments -json ${job}`
       if (!all.ok) nomadFailed(nomad, 'nomad job deployments', all, true)
       const mine = (JSON.parse(all.stdout || '[]') as { JobVersion: number }[] | null)?.find((x) => x.JobVersion === version)
       if (!mine) return { outcome: 'failed', line: `${job} version ${version} was superseded by version ${d.JobVersion} (deployment ${d.ID.slice(0, 8)}): someone else deployed meanwhile`, deployment: d.ID }
@@ -274,6 +286,7 @@ export function sshTarget(check: Checks) {
     if (/[\s%$"'\\]/.test(file)) check.problem(`${name}=${JSON.stringify(file)}: ssh cannot use a path holding whitespace, %, $, quotes or \\ (move or link the file)`)
     else readPem(check, name, file)
   }
+  const limit = check.seconds('DEPLOY_COMMAND_TIMEOUT', 60)
   check.tool('ssh', 'install an OpenSSH client')
   const options = [
     '-o', 'BatchMode=yes', '-o', `ConnectTimeout=${CONNECT_TIMEOUT}`, '-o', 'StrictHostKeyChecking=yes',
@@ -283,7 +296,7 @@ export function sshTarget(check: Checks) {
   ]
   // What a person types to log in the same way (for the useful commands a script prints).
   const login = ['ssh', '-p', port, ...(key ? ['-i', key] : []), ...(knownHosts ? ['-o', `UserKnownHostsFile=${knownHosts}`] : []), `${user}@${host}`].map(shq).join(' ')
-  return { host, user, port, options, destination: `${user}@${host}`, login }
+  return { host, user, port, options, limit, destination: `${user}@${host}`, login }
 }
 
 /** The string the remote login shell parses: a FIXED script, its arguments POSIX-quoted as "$1" "$2"... */
@@ -344,7 +357,7 @@ export async function openSsh(target: SshTarget) {
      */
     run(script: string, args: string[] = [], opts: { input?: NodeJS.ReadableStream | Buffer | string; timeout?: Duration } = {}) {
       const stdin = opts.input === undefined ? ['-n'] : []
-      const p = $({ nothrow: true, timeout: opts.timeout ?? '120s', input: opts.input as never })`ssh ${through} ${stdin} -- ${target.host} ${remoteCommand(script, args)}`
+      const p = $({ nothrow: true, timeout: opts.timeout ?? `${target.limit}s`, input: opts.input as never })`ssh ${through} ${stdin} -- ${target.host} ${remoteCommand(script, args)}`
       p.stdin?.on('error', () => {}) // the remote side stopped reading: its exit status and stderr say why
       return p
     },

@@ -21,6 +21,7 @@ type Options = NonNullable<ParseArgsConfig['options']>
 
 /** Parse flags, print --help, load the configuration, install the failure and signal handlers. */
 export function start(scriptUrl: string, spec: { options?: Options; positionals?: string } = {}) {
+  installHandlers()
   const script = fileURLToPath(scriptUrl)
   let parsed
   try {
@@ -40,23 +41,11 @@ export function start(scriptUrl: string, spec: { options?: Options; positionals?
   const { values, positionals } = parsed
   if (values.help) {
     process.stdout.write(helpText(script))
-    process.exit(EXIT.done)
+    exit(EXIT.done)
   }
   loadEnvFile(values['env-file'] as string | undefined)
-  installHandlers()
   const dryRun = Boolean(values['dry-run'])
-  const check = checks(dryRun)
-  const t = process.env.DEPLOY_COMMAND_TIMEOUT
-  if (t !== undefined && !/^[1-9]\d*$/.test(t)) check.problem(`DEPLOY_COMMAND_TIMEOUT=${JSON.stringify(t)} must be a whole number of seconds`)
-  return { flags: values as Record<string, string | boolean | undefined>, args: positionals, dryRun, check }
-}
-
-/**
- * The bound of one command that talks to the network (nomad, vault, ssh): DEPLOY_COMMAND_TIMEOUT
- * seconds, default 60. A command still running then is killed with its process tree and reported.
- */
-export function networkTimeout(): string {
-  return `${/^[1-9]\d*$/.test(process.env.DEPLOY_COMMAND_TIMEOUT ?? '') ? process.env.DEPLOY_COMMAND_TIMEOUT : 60}s`
+  return { flags: values as Record<string, string | boolean | undefined>, args: positionals, dryRun, check: checks(dryRun) }
 }
 
 /** --help is the script's header comment: one text for the reader of the file and of the terminal. */
@@ -138,6 +127,26 @@ export function checks(dryRun: boolean) {
         problems.push(`${name}=${JSON.stringify(v)} must be a plain file name: letters, digits and . _ + @ -, not starting with - or .`)
       return v
     },
+    /** A positive number of seconds (decimals allowed), with a default. */
+    seconds(name: string, fallback: number): number {
+      const v = c.get(name, String(fallback))
+      if (v && !(/^\d+(\.\d+)?$/.test(v) && Number(v) > 0)) {
+        problems.push(`${name}=${JSON.stringify(v)} must be a positive number of seconds`)
+        return fallback
+      }
+      return Number(v)
+    },
+    /** A Vault KV v2 path as the vault CLI takes it (<mount>/<path>); `api` is what templates read (<mount>/data/<path>). */
+    kvPath(name: string, fallback: string): { path: string; api: string } {
+      const v = c.get(name, fallback)
+      const parts = v.split('/')
+      if (v && !/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_.-]+)+$/.test(v))
+        problems.push(`${name}=${JSON.stringify(v)} must be <mount>/<path> of letters, digits and _ . - (such as secret/cedra/prod)`)
+      else if (parts.some((p) => p === '.' || p === '..')) problems.push(`${name}=${JSON.stringify(v)} must not contain . or .. segments`)
+      else if (parts[1] === 'data')
+        problems.push(`${name}=${JSON.stringify(v)}: give the path as the vault CLI takes it, without /data/ (secret/cedra/prod, not secret/data/cedra/prod)`)
+      return { path: v, api: `${parts[0]}/data/${parts.slice(1).join('/')}` }
+    },
     /** A tool on PATH. */
     tool(name: string, hint: string) {
       if (!which.sync(name, { nothrow: true })) soft.push(`${name} not found on PATH (${hint})`)
@@ -156,7 +165,16 @@ export function checks(dryRun: boolean) {
 /** Print every problem in one message and exit 2: nothing has changed. */
 export function refuse(problems: string[]): never {
   console.error(`refused (nothing was changed):\n${problems.map((p) => `  - ${redact(p)}`).join('\n')}`)
-  process.exit(EXIT.refused)
+  exit(EXIT.refused)
+}
+
+const EXIT_REQUEST = Symbol('exit request')
+/**
+ * End the script here with this exit code, once cleanups have run and output has drained
+ * (process.exit() can cut a piped stdout short on macOS).
+ */
+export function exit(code: number): never {
+  throw Object.assign(new Error(`exit ${code}`), { [EXIT_REQUEST]: code })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -208,7 +226,7 @@ function describe(e: unknown): string {
   if (e instanceof ProcessOutput) {
     // A child stopped by SIGTERM while this script runs on was stopped by its time limit (zx timeout).
     const how = e.signal === 'SIGTERM'
-      ? `gave no answer in ${(e.duration / 1000).toFixed(0)}s and was stopped with its process tree (time limit; DEPLOY_COMMAND_TIMEOUT for network commands)`
+      ? `gave no answer in ${(e.duration / 1000).toFixed(0)}s and was stopped with its process tree (time limit: DEPLOY_COMMAND_TIMEOUT for nomad, vault and ssh)`
       : e.signal ? `was stopped by ${e.signal}` : `exited ${e.exitCode}`
     const err = e.stderr.trim().split('\n').slice(-3).join(' | ') || e.stdout.trim().split('\n').slice(-2).join(' | ')
     return `${lastCommand} ${how}${err ? `: ${err}` : ''}`
@@ -241,8 +259,11 @@ function installHandlers() {
   }) as typeof spawn
 
   const onError = async (e: unknown) => {
-    console.error(`✗ ${currentStep} failed: ${redact(describe(e))}`)
-    process.exitCode = EXIT.failed
+    if (e instanceof Error && EXIT_REQUEST in e) process.exitCode = e[EXIT_REQUEST] as number
+    else {
+      console.error(`✗ ${currentStep} failed: ${redact(describe(e))}`)
+      process.exitCode = EXIT.failed
+    }
     await runCleanups()
   }
   process.on('uncaughtException', onError)

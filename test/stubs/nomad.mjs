@@ -17,8 +17,14 @@
 //   inplace: true — a changed job plans as an in-place update (exit 0, "+/- Job")
 //   raceAfterPlan: true — another deploy registers the job right after this plan (concurrency)
 //   token: "x" — the only token the cluster accepts (403 for any other)
+//   placement: "missing compatible host volumes" — plan reports the scheduler cannot place the job
+//   fail: ["job inspect", ...] — these subcommands fail as on a cluster that lost its leader (500)
+//   barrier: { "job plan": 2 } — a call of that subcommand waits until that many calls of it have
+//            arrived, so that concurrent deploys all read the same state (e.g. the same modify index)
+// Like the server, the double applies one call at a time: a call takes a lock file before it reads
+// the state it acts on (after any barrier or hang) and writes it back atomically (rename).
 import { createHash, randomUUID } from 'node:crypto'
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
 const dir = process.env.STUB_STATE
@@ -27,12 +33,21 @@ if (!dir) {
   process.exit(99)
 }
 const stateFile = path.join(dir, 'nomad.json')
-const state = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')) : {}
-state.index ??= 10
-state.jobs ??= {}
-state.vars ??= {}
-state.mode ??= 'ok'
-const save = () => writeFileSync(stateFile, JSON.stringify(state, null, 2))
+function load() {
+  const s = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')) : {}
+  s.index ??= 10
+  s.jobs ??= {}
+  s.vars ??= {}
+  s.mode ??= 'ok'
+  return s
+}
+// The knobs first; the state is read again under the lock (below) before the call acts on it.
+let state = load()
+const save = () => {
+  const tmp = `${stateFile}.${process.pid}`
+  writeFileSync(tmp, JSON.stringify(state, null, 2))
+  renameSync(tmp, stateFile)
+}
 
 const argv = process.argv.slice(2)
 const stdin = readStdinIfAny()
@@ -75,7 +90,10 @@ const { flags, args } = parseFlags(argv.slice(2), { ...GLOBAL, ...spec })
 // Connection: the real CLI fails on every API call when it cannot talk to the server.
 const addr = process.env.NOMAD_ADDR ?? 'http://127.0.0.1:4646'
 const api = `${addr}/v1/${cmd.replace(' ', '/')}`
+await barrier(state.barrier?.[cmd])
 if (state.mode === 'hang') { setInterval(() => {}, 1000); await new Promise(() => {}) }
+lock()
+state = load()
 if (state.mode === 'unreachable') die(`Error: ${errPrefix()}: Get "${api}": dial tcp 10.9.8.7:4646: connect: connection refused`, errCode)
 if (addr.startsWith('https://') && !(process.env.NOMAD_CACERT && existsSync(process.env.NOMAD_CACERT)))
   die(`Error: ${errPrefix()}: Get "${api}": tls: failed to verify certificate: x509: certificate signed by unknown authority`, errCode)
@@ -84,6 +102,7 @@ if (state.mode === 'forbidden' || (state.token && process.env.NOMAD_TOKEN !== st
   if (cmd === 'var get') die('Variable not found')
   die(`Error: ${errPrefix()}: Unexpected response code: 403 (Permission denied)`, errCode)
 }
+if (state.fail?.includes(cmd)) die(`${errPrefix()}: Unexpected response code: 500 (No cluster leader)`, errCode)
 
 switch (cmd) {
   case 'job plan': plan(); break
@@ -107,7 +126,42 @@ save()
 // ------------------------------------------------------------------------------------------------
 
 function errPrefix() {
-  return { 'job plan': 'Error during plan', 'job run': 'Error submitting job', 'var put': 'Error creating variable', 'var get': 'Error retrieving variable' }[cmd] ?? 'Error querying'
+  return { 'job plan': 'Error during plan', 'job run': 'Error submitting job', 'var put': 'Error creating variable', 'var get': 'Error retrieving variable',
+    'job inspect': 'Error inspecting job', 'job deployments': 'Error retrieving deployments', 'job history': 'Error retrieving job versions',
+    'job promote': 'Error retrieving job', 'job revert': 'Error retrieving job versions' }[cmd] ?? 'Error querying'
+}
+
+/** The server applies one request at a time: hold a lock file (our pid) until this process exits. */
+function lock() {
+  const file = path.join(dir, 'nomad.lock')
+  const nap = new Int32Array(new SharedArrayBuffer(4))
+  for (;;) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx' })
+      break
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e
+    }
+    let holder = 0
+    try { holder = Number(readFileSync(file, 'utf8')) } catch { continue }
+    if (holder && !alive(holder)) { try { unlinkSync(file) } catch {} continue } // a call killed while holding it
+    Atomics.wait(nap, 0, 0, 5)
+  }
+  process.on('exit', () => { try { if (readFileSync(file, 'utf8') === String(process.pid)) unlinkSync(file) } catch {} })
+}
+
+function alive(pid) {
+  try { process.kill(pid, 0); return true } catch (e) { return e.code === 'EPERM' }
+}
+
+/** The barrier knob: wait until `n` calls of this subcommand have arrived (each leaves a file). */
+async function barrier(n) {
+  if (!n) return
+  const d = path.join(dir, `barrier-nomad-${cmd.replace(/\W+/g, '-')}`)
+  mkdirSync(d, { recursive: true })
+  writeFileSync(path.join(d, String(process.pid)), '')
+  for (const end = Date.now() + 30_000; readdirSync(d).length < n; await new Promise((r) => setTimeout(r, 20)))
+    if (Date.now() > end) die(`nomad test double: barrier "${cmd}" waited 30s for ${n} calls`, 99)
 }
 
 function parseFlags(list, known) {
@@ -199,7 +253,10 @@ function plan() {
   else { marker = '+/- '; exit = 1; updates = job.canary ? `${job.canary} canary, ${job.count} ignore` : `${job.count} create/destroy update` }
   const lines = [`${marker}Job: "${job.name}"`]
   for (const g of job.groups) lines.push(`${marker}Task Group: "${g}" (${updates})`)
-  lines.push('', 'Scheduler dry-run:', '- All tasks successfully allocated.', '')
+  // placement: "<constraint>" — the scheduler cannot place the job (e.g. "missing compatible host volumes").
+  if (state.placement) lines.push('', 'Scheduler dry-run:', '- WARNING: Failed to place all allocations.',
+    ...job.groups.map((g) => `  Task Group "${g}" (failed to place ${job.count} allocation${job.count > 1 ? 's' : ''}):\n    * Constraint "${state.placement}": 1 nodes excluded by filter`), '')
+  else lines.push('', 'Scheduler dry-run:', '- All tasks successfully allocated.', '')
   const runArgs = (flags.var ?? []).map((v) => `-var=${JSON.stringify(v)} `).join('')
   lines.push(`Job Modify Index: ${existing ? existing.modifyIndex : 0}`,
     'To submit the job with version verification run:', '', `nomad job run -check-index ${existing ? existing.modifyIndex : 0} ${runArgs}${file}`, '',
