@@ -17,13 +17,10 @@
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 done (or already there), 1 a step failed (ssh included), 2 refused before changing anything.
-import { exit, fail, refuse, start, step } from './lib/env.mts'
-import { openSsh, sshCommand, sshTarget } from './lib/connect.mts'
+import { exit, start, step } from './lib/env.mts'
+import { hostVolumeBlock, lookAtVolume, makeVolume, openSsh, sshTarget, volumeCommands } from './lib/connect.mts'
 
 const VOLUME = 'valkey_data'
-// Remote scripts: fixed text, the path arrives as "$1". LOOK only reads: "absent", "dir MODE" or "other".
-const LOOK = 'if [ -d "$1" ]; then echo "dir $(stat -L -c %a -- "$1")"; elif [ -e "$1" ] || [ -L "$1" ]; then echo other; else echo absent; fi'
-const MAKE = 'mkdir -p -- "$1" && chmod 755 -- "$1"'
 
 // Check
 const { check, dryRun } = start(import.meta.url)
@@ -33,42 +30,24 @@ check.done()
 
 if (dryRun) {
   console.log(`# a real run sends these over one ssh connection; the second only when ${dir} is missing or not 755`)
-  console.log([sshCommand(target, LOOK, [dir]), sshCommand(target, MAKE, [dir])].join('\n'))
+  console.log(volumeCommands(target, dir).join('\n'))
+  console.log(`#\n${hostVolumeBlock(target, VOLUME, dir).replace(/^/gm, "# ")}`)
   exit(0)
 }
 
 // Look at the server (the one authenticated connection of this run)
 step(`Connect to ${target.destination} (port ${target.port}) and look at ${dir}`)
 const ssh = await openSsh(target)
-const look = await ssh.run(LOOK, [dir])
-if (!look.ok) fail(`looking at ${dir} on ${target.destination}: ${ssh.why(look)}`)
-const state = look.stdout.trim()
-if (state === 'other') {
-  await ssh.close()
-  refuse([`${dir} exists on ${target.destination} but is not a directory: move it away or set VALKEY_DATA_DIR`])
-}
+const state = await lookAtVolume(ssh, target, dir, 'VALKEY_DATA_DIR')
 
 // --- point of no return ---
-let result = `${dir} already exists on ${target.destination} with mode 755: nothing changed`
-if (state !== 'dir 755') {
-  step(state === 'absent' ? `Create ${dir} (mode 755)` : `Set mode 755 on ${dir} (was ${state.slice(4)})`)
-  const made = await ssh.run(MAKE, [dir])
-  if (!made.ok) fail(`creating ${dir} on ${target.destination}: ${ssh.why(made)}`)
-  result = state === 'absent' ? `${dir} created on ${target.destination} with mode 755` : `${dir} on ${target.destination}: mode ${state.slice(4)} changed to 755`
-}
+const result = await makeVolume(ssh, target, dir, state)
 await ssh.close()
 
 // Report
 console.log(`${result}
 
-Add by hand to /etc/nomad.d/nomad.hcl on ${target.host}, inside its client block (no script does this):
-  client {
-    host_volume "${VOLUME}" {
-      path      = "${dir}"
-      read_only = false
-    }
-  }
-then restart Nomad on that server: sudo systemctl restart nomad
+${hostVolumeBlock(target, VOLUME, dir)}
 
 Useful commands:
   ${target.login} ls -ld ${dir}
