@@ -98,6 +98,7 @@ export function sandbox() {
         let output = ''
         child.stdout.on('data', (d) => { stdout += d; output += d })
         child.stderr.on('data', (d) => { stderr += d; output += d })
+        child.stdin.on('error', () => {}) // a child that exits at once (Node 20's own --env-file check) closes stdin: EPIPE
         child.stdin.end(opts.input ?? '')
         opts.onStart?.(child.pid!)
         const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000)
