@@ -14,7 +14,8 @@
 // Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
-//        ARANGO_DATA_DIR (default /opt/arangodb_data; only for the host_volume block it prints).
+//        ARANGO_DATA_DIR (default /opt/arangodb_data; only for the host_volume block it prints),
+//        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
@@ -23,7 +24,7 @@
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
 import path from 'node:path'
 import { EXIT, exit, fail, refuse, root, start, step } from './lib/env.mts'
-import { deployPlanned, nomadConnection, nomadError, planCommands, planJob, shq, timeoutSeconds } from './lib/connect.mts'
+import { deployPlanned, hostVolumeBlock, nomadConnection, nomadError, planCommands, planJob, shq, timeoutSeconds } from './lib/connect.mts'
 
 const JOB = 'arangodb-agent-economique'
 const FILE = path.join(root, 'jobs/arangodb.nomad')
@@ -69,16 +70,8 @@ const result = await deployPlanned(nomad, plan, timeout)
 
 // Report
 console.log(`
-The host volume must be declared on the client (a manual, one-time change; no script applies it;
-deploy_arango_volume.mts creates the directory):
-  /etc/nomad.d/nomad.hcl:
-    client {
-      host_volume "arangodb_data" {
-        path      = "${dataDir}"
-        read_only = false
-      }
-    }
-  then: sudo systemctl restart nomad
+The host volume "arangodb_data" must be declared on the client, once (deploy_arango_volume.mts creates the directory).
+${hostVolumeBlock('arangodb_data', dataDir)}
 
 Useful commands:
   nomad job status ${JOB}

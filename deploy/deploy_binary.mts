@@ -16,7 +16,8 @@
 // Reads: DEPLOY_SSH_HOST (required), DEPLOY_SSH_USER (default root), DEPLOY_SSH_PORT (default 22),
 //        DEPLOY_SSH_KEY (identity file, optional), DEPLOY_SSH_KNOWN_HOSTS (known_hosts file, optional),
 //        AGENT_SOURCE_DIR (default backend), AGENT_BINARY_NAME (default agent),
-//        AGENT_REMOTE_DIR (default /root/data), AGENT_GOOS (default linux), AGENT_GOARCH (default amd64).
+//        AGENT_REMOTE_DIR (default /root/data), AGENT_GOOS (default linux), AGENT_GOARCH (default amd64),
+//        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each ssh command may take).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing
 //   --env-file PATH   read the configuration from PATH instead of .env

@@ -6,13 +6,14 @@
 // Runs `nomad job plan` (shows the diff, proves the cluster accepts the token), then
 // `nomad job run -check-index N -detach`, and follows the deployment to its outcome. When the plan
 // shows no change at all, nothing is run. The binary path handed to the job comes from the same
-// settings deploy_binary.mts uploads to. Prints the raw_exec client block to add by hand; never
-// changes the Nomad configuration.
+// settings deploy_binary.mts uploads to. Prints the raw_exec plugin block to add by hand to the
+// client configuration; never changes the Nomad configuration.
 //
 // Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
-//        AGENT_REMOTE_DIR (default /root/data), AGENT_BINARY_NAME (default agent).
+//        AGENT_REMOTE_DIR (default /root/data), AGENT_BINARY_NAME (default agent),
+//        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)

@@ -25,7 +25,8 @@
 //          secrets; the job reads them there),
 //        STOREFRONT_COUNT (optional: number of instances, at least 2; unset: the job's default, 2),
 //        STOREFRONT_AUTO_PROMOTE (optional: true = Nomad promotes a healthy canary by itself; unset: the
-//          job's default, false = wait for promote_storefront.mts).
+//          job's default, false = wait for promote_storefront.mts),
+//        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --allow-dirty     build a tree with uncommitted changes (tag <commit>-dirty-<hash>), with a warning
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)

@@ -17,7 +17,8 @@
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
 //        STOREFRONT_VAULT_PATH (default secret/cedra/prod), VALKEY_DATA_DIR (default /opt/valkey_data,
-//        only shown in the host_volume reminder).
+//        only shown in the host_volume reminder),
+//        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
@@ -26,7 +27,7 @@
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
 import path from 'node:path'
 import { type Checks, exit, root, start, step } from './lib/env.mts'
-import { deployPlanned, nomadConnection, planCommands, planJob, timeoutSeconds } from './lib/connect.mts'
+import { deployPlanned, hostVolumeBlock, nomadConnection, planCommands, planJob, timeoutSeconds } from './lib/connect.mts'
 
 const JOB = 'valkey'
 const FILE = path.join(root, 'jobs/valkey.nomad')
@@ -59,10 +60,9 @@ const result = await deployPlanned(nomad, plan, timeout)
 // Report
 console.log(`
 Before the first deploy (both one-time, neither applied by this script):
-  - the host volume, on the client that runs Valkey (deploy/deploy_valkey_volume.mts creates the directory):
-      /etc/nomad.d/nomad.hcl:   client { host_volume "valkey_data" { path = "${dataDir}"  read_only = false } }
-      then: sudo systemctl restart nomad
   - valkey_password in Vault at ${secretPath.path}: npx tsx deploy/put_storefront_secrets.mts
+  - the host volume "valkey_data" on the client that runs Valkey (deploy/deploy_valkey_volume.mts creates the directory).
+${hostVolumeBlock('valkey_data', dataDir)}
 A deployment that stays pending usually lacks one of them: see nomad job status ${JOB} ("missing compatible host volumes")
 or the alloc's events ("Missing: vault.read(${secretPath.api})").
 

@@ -11,7 +11,8 @@
 // Needs: ssh (OpenSSH client); on the server: sh, stat, mkdir, chmod.
 // Reads: DEPLOY_SSH_HOST (required), DEPLOY_SSH_USER (default root), DEPLOY_SSH_PORT (default 22),
 //        DEPLOY_SSH_KEY (identity file, optional), DEPLOY_SSH_KNOWN_HOSTS (known_hosts file, optional),
-//        VALKEY_DATA_DIR (default /opt/valkey_data).
+//        VALKEY_DATA_DIR (default /opt/valkey_data),
+//        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each ssh command may take).
 // Options:
 //   --dry-run         print the ssh commands a real run would execute; run nothing
 //   --env-file PATH   read the configuration from PATH instead of .env
@@ -31,7 +32,7 @@ check.done()
 if (dryRun) {
   console.log(`# a real run sends these over one ssh connection; the second only when ${dir} is missing or not 755`)
   console.log(volumeCommands(target, dir).join('\n'))
-  console.log(`#\n${hostVolumeBlock(target, VOLUME, dir).replace(/^/gm, "# ")}`)
+  console.log(`#\n${hostVolumeBlock(VOLUME, dir, target.host).replace(/^/gm, "# ")}`)
   exit(0)
 }
 
@@ -47,7 +48,7 @@ await ssh.close()
 // Report
 console.log(`${result}
 
-${hostVolumeBlock(target, VOLUME, dir)}
+${hostVolumeBlock(VOLUME, dir, target.host)}
 
 Useful commands:
   ${target.login} ls -ld ${dir}

@@ -11,7 +11,8 @@
 //
 // Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
-//        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS.
+//        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
+//        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
 //   --dry-run         print the commands a real run would execute; run nothing
@@ -92,6 +93,6 @@ Useful commands:
 function nothingToPromote(why: string): never {
   console.error(`✗ nothing to promote: ${why}.
   A canary waits for promotion after npx tsx deploy/deploy_storefront.mts (or revert_storefront.mts)
-  reports "canary healthy, waiting for promotion"; see: nomad job deployments ${JOB}`)
+  reports "canary healthy, deployment … waiting for promotion"; see: nomad job deployments ${JOB}`)
   exit(EXIT.failed)
 }

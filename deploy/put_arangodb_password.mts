@@ -18,7 +18,8 @@
 //        variables read and write on nomad/jobs/arangodb-agent-economique.
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION,
-//        ARANGO_ROOT_PASSWORD (secret; optional: prompted for at a terminal, else generated if none is stored).
+//        ARANGO_ROOT_PASSWORD (secret; optional: prompted for at a terminal, else generated if none is stored),
+//        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing
 //   --env-file PATH   read the configuration from PATH instead of .env

@@ -17,7 +17,8 @@
 // Reads: VAULT_ADDR, VAULT_TOKEN (secret), VAULT_CACERT (optional CA file, relative to the repository root),
 //        STOREFRONT_VAULT_PATH (default secret/cedra/prod, the KV path as the vault CLI takes it),
 //        REVALIDATE_SECRET, SESSION_SECRET (secrets), VALKEY_PASSWORD (secret; at least 16 characters
-//        of A-Z a-z 0-9 . _ ~ -, as it goes into Valkey's config file and a redis:// URL).
+//        of A-Z a-z 0-9 . _ ~ -, as it goes into Valkey's config file and a redis:// URL),
+//        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each vault command may take).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing
 //   --env-file PATH   read the configuration from PATH instead of .env

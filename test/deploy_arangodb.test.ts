@@ -35,8 +35,8 @@ describe('deploy_arangodb: the main path', () => {
     ])
     expect(r.stderr).toContain(`${VAR} holds root_password (modify index 20)`)
     expect(r.stdout).toMatch(new RegExp(`^${JOB} version 0: deployment [0-9a-f]{8} successful`, 'm'))
-    expect(r.stdout).toContain('host_volume "arangodb_data" {\n        path      = "/opt/arangodb_data"\n        read_only = false')
-    expect(r.stdout).toContain('then: sudo systemctl restart nomad')
+    expect(r.stdout).toContain('    host_volume "arangodb_data" {\n      path      = "/opt/arangodb_data"\n      read_only = false')
+    expect(r.stdout).toContain('then restart Nomad on that server: sudo systemctl restart nomad')
     expect(r.stdout).toContain(`nomad alloc logs -f -job ${JOB}`)
     expect(r.stdout).toContain(`nomad var get -item root_password ${VAR}`)
     // The password is never read, let alone shown, and never a -var.

@@ -26,7 +26,7 @@ describe('deploy_valkey: the main path', () => {
     ])
     expect(r.stdout).toMatch(/^valkey version 0: deployment [0-9a-f]{8} successful/m)
     expect(r.stderr).toContain('note: Valkey needs the host volume "valkey_data" on a client (deploy/deploy_valkey_volume.mts) and valkey_password in Vault at secret/cedra/prod (deploy/put_storefront_secrets.mts)')
-    expect(r.stdout).toContain('client { host_volume "valkey_data" { path = "/opt/valkey_data"  read_only = false } }')
+    expect(r.stdout).toContain('  client {\n    host_volume "valkey_data" {\n      path      = "/opt/valkey_data"\n      read_only = false\n    }\n  }')
     expect(r.stdout).toContain('valkey_password in Vault at secret/cedra/prod: npx tsx deploy/put_storefront_secrets.mts')
     expect(r.stdout).toContain('nomad alloc logs -f -job valkey exporter')
     expect(sb.calls('vault')).toEqual([])
@@ -36,7 +36,7 @@ describe('deploy_valkey: the main path', () => {
     const r = await sb.run(SCRIPT, [], { env: { STOREFRONT_VAULT_PATH: 'kv/cedra/staging', VALKEY_DATA_DIR: '/srv/valkey' } })
     expect(r.code).toBe(0)
     expect(sb.commands('nomad')[0]).toBe(`job plan -var=vault_secret=kv/data/cedra/staging ${JOBFILE}`)
-    expect(r.stdout).toContain('path = "/srv/valkey"')
+    expect(r.stdout).toContain('path      = "/srv/valkey"')
   })
 
   it('does not run the job when the plan shows no change, and says so', async () => {

@@ -283,7 +283,7 @@ const SCENARIOS: { key: string; run: () => Promise<Result> }[] = [
   { key: 'cannot reach Nomad at …: a connection problem (…)', run: () => scenario('deploy_nomad.mts', [], (sb) => void sb.setState({ mode: 'unreachable' })) },
   { key: '(no answer in time)', run: () => scenario('deploy_nomad.mts', [], (sb) => { sb.setState({ mode: 'hang' }); return { DEPLOY_COMMAND_TIMEOUT: '1' } }) },
   {
-    key: 'the job file does not parse', run: () => scenario('deploy_nomad.mts', [], (sb) => {
+    key: 'does not parse', run: () => scenario('deploy_nomad.mts', [], (sb) => {
       // The job file as the cluster reads it: one closing brace short.
       const broken = path.join(sb.dir, 'agent.nomad')
       writeFileSync(broken, read('jobs/agent.nomad').replace(/}\s*$/, ''))

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { $, type Duration, type ProcessOutput } from 'zx'
-import { EXIT, fail, onExit, refuse, secret, step, type Checks } from './env.mts'
+import { EXIT, fail, onExit, refuse, root, secret, step, type Checks } from './env.mts'
 
 // ---------------------------------------------------------------------------------------------
 // Nomad
@@ -35,7 +35,6 @@ export function nomadConnection(check: Checks) {
   check.optional('NOMAD_NAMESPACE')
   check.optional('NOMAD_REGION')
   const limit = check.seconds('DEPLOY_COMMAND_TIMEOUT', 60)
-  const poll = check.seconds('DEPLOY_POLL_SECONDS', 5)
   check.tool('nomad', 'install the Nomad CLI 1.6+: https://developer.hashicorp.com/nomad/install')
 
   const env: Record<string, string | undefined> = { ...process.env }
@@ -56,7 +55,6 @@ export function nomadConnection(check: Checks) {
   const shown = ['NOMAD_ADDR', ...TLS_VARS, 'NOMAD_NAMESPACE', 'NOMAD_REGION'].filter((n) => env[n])
   return {
     addr,
-    poll,
     /** zx shell with the nomad environment and the time limit; results are checked by the caller (nothrow). */
     $: nomad,
     /** One copy-pasteable line that sets the same environment (the token as a reference). */
@@ -123,8 +121,6 @@ export function readCerts(check: Checks, name: string, file: string): X509Certif
 export function nomadError(nomad: Nomad, out: ProcessOutput): { message: string; code: number } {
   const err = (out.stderr.trim() || out.stdout.trim()).split('\n').filter(Boolean)
   const text = err.join(' ')
-  if (/Error getting job struct|Error parsing job file|Unset variable|Undefined -var variable/.test(text))
-    return { code: EXIT.refused, message: `the job file does not parse (check it with: nomad job validate FILE): ${err.slice(-2).join(' ')}` }
   if (/\b403\b|Permission denied|ACL token not found/i.test(text))
     return { code: EXIT.refused, message: `Nomad at ${nomad.addr} refused the token (403): check NOMAD_TOKEN and its ACL policy (${err[0]})` }
   if (/x509|certificate|tls:/i.test(text))
@@ -148,7 +144,12 @@ export async function planJob(nomad: Nomad, job: string, file: string, vars: Rec
   const varArgs = Object.entries(vars).map(([k, v]) => `-var=${k}=${v}`)
   const out = await nomad.$`nomad job plan ${varArgs} ${file}`
   // 0: no allocation changes (also in-place updates), 1: allocations change, 255: error.
-  if (out.exitCode !== 0 && out.exitCode !== 1) nomadFailed(nomad, `nomad job plan ${path.basename(file)}`, out, false)
+  if (out.exitCode !== 0 && out.exitCode !== 1) {
+    if (/Error getting job struct|Error parsing job file|Unset variable|Undefined -var variable/.test(out.stderr))
+      refuse([`${path.relative(root, file)} does not parse: ${out.stderr.trim().split('\n').slice(-2).join(' ')}`,
+        `check it with: nomad job validate ${[...varArgs, shown(file)].map(shq).join(' ')}`])
+    nomadFailed(nomad, `nomad job plan ${path.basename(file)}`, out, false)
+  }
   const index = out.stdout.match(/^Job Modify Index: (\d+)$/m)
   if (!index) fail(`nomad job plan printed no "Job Modify Index" line:\n${out.stdout}`)
   const diff = out.stdout.slice(0, out.stdout.indexOf('Job Modify Index:')).trimEnd()
@@ -156,7 +157,7 @@ export async function planJob(nomad: Nomad, job: string, file: string, vars: Rec
   // The scheduler could not place it (a host volume no client declares, no capacity...): running it
   // would leave a blocked deployment. Refuse, with the scheduler's reasons.
   if (/WARNING: Failed to place/.test(out.stdout)) {
-    const reasons = diff.split('\n').map((l) => l.trim()).filter((l) => /^\*|Constraint|failed to place/i.test(l))
+    const reasons = diff.split('\n').map((l) => l.trim().replace(/^[-*]\s*/, '')).filter((l) => /^Constraint|^Task Group/.test(l))
     refuse([`nomad cannot place ${job} (nothing was run): ${reasons.join('; ')}` +
       (/host volume/.test(diff) ? ' — declare the host_volume on a client by hand (DEPLOYMENT_GUIDE.md, section 2) and restart it' : '')])
   }
@@ -189,7 +190,7 @@ export type Outcome = { outcome: 'successful' | 'canary' | 'failed' | 'timeout' 
  * (`deployment status -monitor` always exits 0 and an attached `job run` blocks while a canary waits.)
  */
 export async function followDeployment(nomad: Nomad, job: string, version: number, timeoutSeconds: number): Promise<Outcome> {
-  const every = nomad.poll * 1000
+  const every = Number(process.env.DEPLOY_POLL_SECONDS ?? 5) * 1000 // checked by timeoutSeconds()
   const deadline = Date.now() + timeoutSeconds * 1000
   let last = ''
   for (;;) {
@@ -241,12 +242,19 @@ export async function deployPlanned(nomad: Nomad, plan: Plan, timeoutSeconds: nu
 /** The commands a dry run prints instead of running (one per line, copy-pasteable). */
 export function planCommands(nomad: Nomad, file: string, vars: Record<string, string> = {}) {
   const v = Object.entries(vars).map(([k, val]) => ` ${shq(`-var=${k}=${val}`)}`).join('')
-  const rel = path.relative(process.cwd(), file)
-  const f = shq(rel && !rel.startsWith('..') ? rel : file)
+  const f = shq(shown(file))
   return [nomad.exportLine, `nomad job plan${v} ${f}`, `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach${v} ${f}`]
 }
 
+/** --timeout of a script that follows a deployment (and the poll interval it follows it with). */
+/** A path as a person at this terminal would type it: relative when under the current directory. */
+function shown(file: string): string {
+  const rel = path.relative(process.cwd(), file)
+  return rel && !rel.startsWith('..') ? rel : file
+}
+
 export function timeoutSeconds(flag: string | boolean | undefined, check: Checks, fallback = 600): number {
+  check.seconds('DEPLOY_POLL_SECONDS', 5)
   if (flag === undefined) return fallback
   const m = String(flag).match(/^(\d+)(s|m)?$/)
   if (!m || Number(m[1]) === 0) {
@@ -406,8 +414,8 @@ export async function makeVolume(ssh: Ssh, target: SshTarget, dir: string, state
 }
 
 /** The client configuration a person adds by hand for a host volume (no script ever applies it). */
-export function hostVolumeBlock(target: SshTarget, volume: string, dir: string): string {
-  return `Add by hand to /etc/nomad.d/nomad.hcl on ${target.host}, inside its client block (no script does this):
+export function hostVolumeBlock(volume: string, dir: string, host = 'the client that runs the job'): string {
+  return `Add by hand to /etc/nomad.d/nomad.hcl on ${host}, inside its client block (no script does this):
   client {
     host_volume "${volume}" {
       path      = "${dir}"
