@@ -114,7 +114,7 @@ if (sum === remoteSum) {
   // --- point of no return ---
   const suffix = randomBytes(6).toString('hex')
   step(`Upload ${bytes.length} bytes to ${dir}/.${name}.upload.${suffix}, verify its sha256 there, keep ${name}.previous, rename over ${name}`)
-  const sent = await ssh.run(INSTALL, [dir, name, suffix, sum], { input: bytes, timeout: '15m' })
+  const sent = await ssh.run(INSTALL, [dir, name, suffix, sum], { input: bytes, timeoutSeconds: 15 * 60 })
   if (sent.exitCode === 3) fail(`${sent.stderr.trim()}: the upload was removed and ${live} left as it was`)
   if (!sent.ok) fail(`uploading to ${live} on ${target.destination}: ${ssh.why(sent)}`)
   outcome = `${live} on ${target.destination} updated (${bytes.length} bytes sent)${remoteSum ? `; the previous binary is ${live}.previous` : ''}`

@@ -104,8 +104,8 @@ step('Check docker: its engine answers, buildx is there')
 const engine = await $({ env: dockerEnv, nothrow: true, timeout: '30s' })`docker version --format ${'{{.Server.Version}}'}`
 const buildx = await $({ env: dockerEnv, nothrow: true, timeout: '30s' })`docker buildx version`
 const dockerProblems = []
-if (!engine.ok) dockerProblems.push(`docker cannot reach its engine (${lastLine(engine)}): start Docker Desktop, or check DOCKER_HOST / docker context`)
-if (!buildx.ok) dockerProblems.push(`docker buildx is not available (${lastLine(buildx)}): install the buildx plugin (Docker Desktop has it; Debian: docker-buildx-plugin)`)
+if (!engine.ok) dockerProblems.push(`docker version failed (${lastLine(engine)}): is the engine running? Start Docker Desktop, or check DOCKER_HOST / docker context`)
+if (!buildx.ok) dockerProblems.push(`docker buildx version failed (${lastLine(buildx)}): install the buildx plugin (Docker Desktop has it; Debian: docker-buildx-plugin)`)
 if (dockerProblems.length) refuse(dockerProblems)
 
 // --- point of no return ---

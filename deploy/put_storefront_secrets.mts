@@ -27,7 +27,7 @@
 import { randomBytes } from 'node:crypto'
 import { $, type ProcessOutput } from 'zx'
 import { askHidden, type Checks, EXIT, exit, fail, refuse, secret, start, step } from './lib/env.mts'
-import { readCerts, shq } from './lib/connect.mts'
+import { noAnswer, readCerts, shq, timedOut } from './lib/connect.mts'
 
 const KEYS = [
   { key: 'revalidate_secret', env: 'REVALIDATE_SECRET', generate: false },
@@ -134,9 +134,11 @@ function vaultConnection(check: Checks) {
   const env: Record<string, string | undefined> = { ...process.env }
   for (const name of NEVER_TO_VAULT) delete env[name]
   if (ca) env.VAULT_CACERT = ca
+  const limit = check.seconds('DEPLOY_COMMAND_TIMEOUT', 60)
   return {
     addr,
-    $: $({ env, timeout: `${check.seconds('DEPLOY_COMMAND_TIMEOUT', 60)}s`, nothrow: true }),
+    limit,
+    $: $({ env, timeout: `${limit}s`, nothrow: true }),
     exportLine: `export VAULT_ADDR=${shq(addr)}${ca ? ` VAULT_CACERT=${shq(ca)}` : ''} VAULT_TOKEN="$VAULT_TOKEN"`,
   }
 }
@@ -190,9 +192,9 @@ function vaultError(out: ProcessOutput): { message: string; code: number } {
     return { code: EXIT.refused, message: `Vault at ${vault.addr} refused the token (403): check VAULT_TOKEN and that its policy allows read, create and update on ${where.api} (${reason})` }
   if (/x509|certificate|tls:|CA File/i.test(text))
     return { code: EXIT.refused, message: `TLS with Vault at ${vault.addr} failed: check VAULT_CACERT and VAULT_ADDR (${reason})` }
+  if (timedOut(out, vault.limit)) return { code: EXIT.failed, message: `cannot reach Vault at ${vault.addr}: a connection problem (${noAnswer(vault.limit)})` }
   if (/dial tcp|connection refused|no such host|i\/o timeout|deadline exceeded|network is unreachable/i.test(text) || out.signal)
-    return { code: EXIT.failed, message: `cannot reach Vault at ${vault.addr}: a connection problem (${out.signal ? 'no answer in time' : reason})` }
+    return { code: EXIT.failed, message: `cannot reach Vault at ${vault.addr}: a connection problem (${reason})` }
   return { code: EXIT.failed, message: `vault exited ${out.exitCode}: ${lines.slice(-3).join(' | ') || 'no message'}` }
 }
 
-/** Read one line from the terminal with no echo at all; raw mode is on BEFORE the prompt shows. */

@@ -261,7 +261,7 @@ describe('deploy_storefront: docker', () => {
     sb.setState({ mode: 'no-daemon' }, 'docker')
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code).toBe(2)
-    expect(r.stderr).toMatch(/docker cannot reach its engine \(Cannot connect to the Docker daemon at .*\): start Docker Desktop/)
+    expect(r.stderr).toMatch(/docker version failed \(Cannot connect to the Docker daemon at .*\): is the engine running\? Start Docker Desktop/)
     expect(sb.commands('docker')).toEqual(dockerCalls(head()).slice(0, 2))
     expect(sb.commands('nomad')).toEqual([plan(head())])
   })
@@ -270,7 +270,7 @@ describe('deploy_storefront: docker', () => {
     sb.setState({ mode: 'no-buildx' }, 'docker')
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code).toBe(2)
-    expect(r.stderr).toMatch(/docker buildx is not available .*: install the buildx plugin/)
+    expect(r.stderr).toMatch(/docker buildx version failed .*: install the buildx plugin/)
     expect(sb.commands('docker')).not.toContainEqual(expect.stringMatching(/^build /))
   })
 

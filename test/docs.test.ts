@@ -281,7 +281,7 @@ const SCENARIOS: { key: string; run: () => Promise<Result> }[] = [
   // --- the cluster ---
   { key: 'Nomad at … refused the token (403)', run: () => scenario('deploy_nomad.mts', [], (sb) => void sb.setState({ mode: 'forbidden' })) },
   { key: 'cannot reach Nomad at …: a connection problem (…)', run: () => scenario('deploy_nomad.mts', [], (sb) => void sb.setState({ mode: 'unreachable' })) },
-  { key: '(no answer in time)', run: () => scenario('deploy_nomad.mts', [], (sb) => { sb.setState({ mode: 'hang' }); return { DEPLOY_COMMAND_TIMEOUT: '1' } }) },
+  { key: 'no answer within DEPLOY_COMMAND_TIMEOUT', run: () => scenario('deploy_nomad.mts', [], (sb) => { sb.setState({ mode: 'hang' }); return { DEPLOY_COMMAND_TIMEOUT: '1' } }) },
   {
     key: 'does not parse', run: () => scenario('deploy_nomad.mts', [], (sb) => {
       // The job file as the cluster reads it: one closing brace short.
@@ -340,7 +340,7 @@ exec ${JSON.stringify(process.execPath)} ${JSON.stringify(path.join(root, 'test/
   // --- storefront build ---
   { key: 'has uncommitted changes', run: () => scenario('deploy_storefront.mts', [], (sb) => storefrontSource(sb, true)) },
   { key: 'does not exist: clone the storefront there', run: () => scenario('deploy_storefront.mts', [], (sb) => ({ ...storefrontSource(sb), STOREFRONT_SOURCE_DIR: path.join(sb.dir, 'nowhere') })) },
-  { key: 'docker cannot reach its engine', run: () => scenario('deploy_storefront.mts', [], (sb) => { sb.setState({ mode: 'no-daemon' }, 'docker'); return storefrontSource(sb) }) },
+  { key: 'docker version failed', run: () => scenario('deploy_storefront.mts', [], (sb) => { sb.setState({ mode: 'no-daemon' }, 'docker'); return storefrontSource(sb) }) },
   { key: 'docker build of', run: () => scenario('deploy_storefront.mts', [], (sb) => { sb.setState({ mode: 'build-fails' }, 'docker'); return storefrontSource(sb) }) },
   { key: 'log in first: docker login', run: () => scenario('deploy_storefront.mts', [], (sb) => { sb.setState({ mode: 'push-denied' }, 'docker'); return storefrontSource(sb) }) },
   // --- ssh (the real sshd) ---

@@ -7,7 +7,7 @@ import { X509Certificate, createPrivateKey } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { $, type Duration, type ProcessOutput } from 'zx'
+import { $, type ProcessOutput } from 'zx'
 import { EXIT, fail, onExit, refuse, root, secret, step, type Checks } from './env.mts'
 
 // ---------------------------------------------------------------------------------------------
@@ -55,6 +55,7 @@ export function nomadConnection(check: Checks) {
   const shown = ['NOMAD_ADDR', ...TLS_VARS, 'NOMAD_NAMESPACE', 'NOMAD_REGION'].filter((n) => env[n])
   return {
     addr,
+    limit,
     /** zx shell with the nomad environment and the time limit; results are checked by the caller (nothrow). */
     $: nomad,
     /** One copy-pasteable line that sets the same environment (the token as a reference). */
@@ -125,10 +126,21 @@ export function nomadError(nomad: Nomad, out: ProcessOutput): { message: string;
     return { code: EXIT.refused, message: `Nomad at ${nomad.addr} refused the token (403): check NOMAD_TOKEN and its ACL policy (${err[0]})` }
   if (/x509|certificate|tls:/i.test(text))
     return { code: EXIT.refused, message: `TLS handshake with Nomad at ${nomad.addr} failed: check NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_TLS_SERVER_NAME (${err[0]})` }
+  if (timedOut(out, nomad.limit))
+    return { code: EXIT.failed, message: `cannot reach Nomad at ${nomad.addr}: a connection problem (${noAnswer(nomad.limit)})` }
   if (/dial tcp|connection refused|no such host|i\/o timeout|deadline exceeded|network is unreachable/i.test(text) || out.signal)
-    return { code: EXIT.failed, message: `cannot reach Nomad at ${nomad.addr}: a connection problem (${out.signal ? 'no answer in time' : err[0]})` }
+    return { code: EXIT.failed, message: `cannot reach Nomad at ${nomad.addr}: a connection problem (${err[0] ?? out.signal})` }
   return { code: EXIT.failed, message: `nomad exited ${out.exitCode}: ${err.slice(-3).join(' | ')}` }
 }
+
+/**
+ * Did a command end because its time limit stopped it? zx kills the tree with SIGTERM: the shell in
+ * between reports either the signal or 143, after at least the limit.
+ */
+export function timedOut(out: ProcessOutput, limitSeconds: number): boolean {
+  return (out.signal === 'SIGTERM' || out.exitCode === 143) && out.duration >= limitSeconds * 1000 - 250
+}
+export const noAnswer = (limitSeconds: number) => `no answer within DEPLOY_COMMAND_TIMEOUT=${limitSeconds}s; stopped with its process tree`
 
 /** Stop with nomad's reason: exit 2 when the configuration is at fault and nothing changed, else 1. */
 function nomadFailed(nomad: Nomad, what: string, out: ProcessOutput, changed: boolean): never {
@@ -355,6 +367,8 @@ export async function openSsh(target: SshTarget) {
     }
     await sleep(50)
   }
+  const late = new WeakSet<object>()
+  const stopped = new WeakMap<ProcessOutput, number>()
   // Commands go through the master only: if it is gone, ProxyCommand=false fails them instead of
   // silently opening (and authenticating) a second connection.
   const through = [...control, '-o', 'ControlMaster=no', '-o', 'ProxyCommand=false', '-o', 'BatchMode=yes']
@@ -363,15 +377,26 @@ export async function openSsh(target: SshTarget) {
      * Run a FIXED sh script on the server; `args` arrive as "$1", "$2"... POSIX-quoted, so the remote
      * login shell (dash or bash) cannot reinterpret them. Data, if any, goes on stdin. Check the result.
      */
-    run(script: string, args: string[] = [], opts: { input?: NodeJS.ReadableStream | Buffer | string; timeout?: Duration } = {}) {
+    async run(script: string, args: string[] = [], opts: { input?: NodeJS.ReadableStream | Buffer | string; timeoutSeconds?: number } = {}): Promise<ProcessOutput> {
       const stdin = opts.input === undefined ? ['-n'] : []
-      const p = $({ nothrow: true, timeout: opts.timeout ?? `${target.limit}s`, input: opts.input as never })`ssh ${through} ${stdin} -- ${target.host} ${remoteCommand(script, args)}`
+      const p = $({ nothrow: true, input: opts.input as never })`ssh ${through} ${stdin} -- ${target.host} ${remoteCommand(script, args)}`
       p.stdin?.on('error', () => {}) // the remote side stopped reading: its exit status and stderr say why
-      return p
+      // The time limit is ours, not zx's: the master holds this command's pipes, so killing the client
+      // alone never ends it. Past the limit, stop the client AND close the connection.
+      const limit = opts.timeoutSeconds ?? target.limit
+      const timer = setTimeout(() => {
+        late.add(p)
+        void p.kill('SIGTERM').catch(() => {})
+        void close()
+      }, limit * 1000)
+      const out = await p.finally(() => clearTimeout(timer))
+      if (late.has(p)) stopped.set(out, limit)
+      return out
     },
     /** Why a remote command failed, in words a person can act on. */
     why(out: ProcessOutput): string {
-      if (out.signal) return `stopped after its time limit (${out.signal})`
+      if (stopped.has(out)) return `a connection problem (${noAnswer(stopped.get(out)!)}; the connection was closed)`
+      if (out.signal) return `stopped by ${out.signal}`
       const err = out.stderr.trim()
       if (out.exitCode === 255 && ended) return `the ssh connection to ${target.destination} was lost: a connection problem (${sshReason(err)})`
       return `exited ${out.exitCode}${err ? `: ${err.split('\n').slice(-3).join(' | ')}` : ''}`

@@ -210,14 +210,19 @@ const cleanups: (() => unknown)[] = []
 export function onExit(fn: () => unknown) {
   cleanups.push(fn)
 }
-async function runCleanups() {
-  while (cleanups.length) {
-    try {
-      await cleanups.pop()!()
-    } catch (e) {
-      console.error(`warning: cleanup failed: ${redact((e as Error).message)}`)
+// One cleanup run, shared by every way out (a failure and a signal can race): each waits for it.
+let cleaning: Promise<void> | undefined
+function runCleanups(): Promise<void> {
+  cleaning ??= (async () => {
+    while (cleanups.length) {
+      try {
+        await cleanups.pop()!()
+      } catch (e) {
+        console.error(`warning: cleanup failed: ${redact((e as Error).message)}`)
+      }
     }
-  }
+  })()
+  return cleaning
 }
 
 const children = new Set<ChildProcess>()

@@ -10,8 +10,11 @@
 //   mode: "ok" | "no-daemon" (the engine is not running) | "no-buildx" | "build-fails"
 //         | "push-denied" (not logged in / no right on the repository) | "hang-build"
 //   images: the tags that exist locally (the double adds each one it builds)
+//   fail: ["push", "build", "version", "buildx version"] — these subcommands fail with a realistic error
+// Concurrent calls (two deploys at once) keep each other's images: a call merges what it built or
+// pushed into the state file as it is then, under a lock file, and writes it atomically (rename).
 import { createHash } from 'node:crypto'
-import { appendFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
 const dir = process.env.STUB_STATE
@@ -20,11 +23,26 @@ if (!dir) {
   process.exit(99)
 }
 const stateFile = path.join(dir, 'docker.json')
-const state = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')) : {}
-state.mode ??= 'ok'
-state.images ??= []
-state.pushed ??= []
-const save = () => writeFileSync(stateFile, JSON.stringify(state, null, 2))
+function load() {
+  const s = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')) : {}
+  s.mode ??= 'ok'
+  s.images ??= []
+  s.pushed ??= []
+  return s
+}
+const state = load()
+const before = new Set(state.images.map((i) => JSON.stringify(i)))
+/** Merge this call's new images and pushes into the current state (another call may have saved meanwhile). */
+const save = () => {
+  lock()
+  const now = load()
+  for (const image of state.images.filter((i) => !before.has(JSON.stringify(i))))
+    now.images = [...now.images.filter((i) => i.ref !== image.ref), image]
+  for (const ref of state.pushed) if (!now.pushed.includes(ref)) now.pushed.push(ref)
+  const tmp = `${stateFile}.${process.pid}`
+  writeFileSync(tmp, JSON.stringify(now, null, 2))
+  renameSync(tmp, stateFile)
+}
 
 const argv = process.argv.slice(2)
 appendFileSync(path.join(dir, 'calls.jsonl'), JSON.stringify({
@@ -38,6 +56,14 @@ const die = (msg, code = 1) => { err(msg); process.exit(code) }
 const NO_DAEMON = 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?'
 
 const [cmd, ...rest] = argv
+const FAULTS = {
+  version: 'Error response from daemon: client version 1.47 is too new. Maximum supported API version is 1.43',
+  'buildx version': 'ERROR: open /root/.docker/buildx/current: permission denied',
+  build: 'ERROR: failed to solve: oven/bun:1: failed to resolve source metadata for docker.io/oven/bun:1: unexpected status from HEAD request: 500 Internal Server Error',
+  push: 'received unexpected HTTP status: 500 Internal Server Error',
+}
+const sub = cmd === 'buildx' ? `buildx ${rest[0]}` : cmd
+if (state.fail?.includes(sub)) die(FAULTS[sub] ?? `docker ${sub}: failed (test double fault)`)
 switch (cmd) {
   case 'version': version(rest); break
   case 'buildx': buildx(rest); break
@@ -48,6 +74,35 @@ switch (cmd) {
 save()
 
 // ------------------------------------------------------------------------------------------------
+
+function lock() {
+  const file = path.join(dir, 'docker.lock')
+  const nap = new Int32Array(new SharedArrayBuffer(4))
+  for (;;) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx' })
+      break
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e
+    }
+    let holder = 0
+    try { holder = Number(readFileSync(file, 'utf8')) } catch { continue }
+    if (holder && !alive(holder)) { try { unlinkSync(file) } catch {} continue } // a call killed while holding it
+    Atomics.wait(nap, 0, 0, 5)
+  }
+  process.on('exit', () => { try { if (readFileSync(file, 'utf8') === String(process.pid)) unlinkSync(file) } catch {} })
+}
+
+/** Never answer (a server that accepted the connection and hangs); $STUB_STATE/hanging.<pid> says it hangs now. */
+function hang() {
+  writeFileSync(path.join(dir, `hanging.${process.pid}`), '')
+  setInterval(() => {}, 1000)
+  return new Promise(() => {})
+}
+
+function alive(pid) {
+  try { process.kill(pid, 0); return true } catch (e) { return e.code === 'EPERM' }
+}
 
 function pick(obj, keys) {
   return Object.fromEntries(keys.filter((k) => obj[k] !== undefined).map((k) => [k, obj[k]]))
@@ -130,7 +185,7 @@ async function build(list) {
     `#4 [1/3] FROM docker.io/${from}`, '#4 CACHED', '',
     '#5 [2/3] RUN bun install --frozen-lockfile', '#5 0.412 bun install v1.1.30', '#5 DONE 2.1s', '',
     '#6 [3/3] RUN bun run build'])
-  if (state.mode === 'hang-build') { setInterval(() => {}, 1000); await new Promise(() => {}) }
+  if (state.mode === 'hang-build') await hang()
   if (state.mode === 'build-fails') {
     progress(['#6 1.214 error: Module not found: Can\'t resolve \'@/lib/cache\'', '#6 ERROR: process "/bin/sh -c bun run build" did not complete successfully: exit code: 1'])
     die('ERROR: failed to solve: process "/bin/sh -c bun run build" did not complete successfully: exit code: 1')

@@ -91,7 +91,7 @@ const { flags, args } = parseFlags(argv.slice(2), { ...GLOBAL, ...spec })
 const addr = process.env.NOMAD_ADDR ?? 'http://127.0.0.1:4646'
 const api = `${addr}/v1/${cmd.replace(' ', '/')}`
 await barrier(state.barrier?.[cmd])
-if (state.mode === 'hang') { setInterval(() => {}, 1000); await new Promise(() => {}) }
+if (state.mode === 'hang') await hang()
 lock()
 state = load()
 if (state.mode === 'unreachable') die(`Error: ${errPrefix()}: Get "${api}": dial tcp 10.9.8.7:4646: connect: connection refused`, errCode)
@@ -148,6 +148,13 @@ function lock() {
     Atomics.wait(nap, 0, 0, 5)
   }
   process.on('exit', () => { try { if (readFileSync(file, 'utf8') === String(process.pid)) unlinkSync(file) } catch {} })
+}
+
+/** Never answer (a server that accepted the connection and hangs); $STUB_STATE/hanging.<pid> says it hangs now. */
+function hang() {
+  writeFileSync(path.join(dir, `hanging.${process.pid}`), '')
+  setInterval(() => {}, 1000)
+  return new Promise(() => {})
 }
 
 function alive(pid) {

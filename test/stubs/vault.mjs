@@ -15,9 +15,14 @@
 //   noPatch: true — the token lacks the "patch" capability (kv patch warns and falls back to read+write)
 //   raceAfterGet: { key: value } — right after the next successful `kv get`, another writer adds a version
 //   requireCa: true — an https VAULT_ADDR fails the TLS handshake unless VAULT_CACERT names an existing file
+//   fail: ["kv put", ...] — these subcommands' requests fail as on a cluster without an active node (500)
+//   barrier: { "kv get": 2 } — a call of that subcommand waits until that many calls of it have arrived,
+//            so that concurrent writers all read the same version
+// Like the server, the double applies one call at a time: a call takes a lock file before it reads
+// the state it acts on (after any barrier or hang) and writes it back atomically (rename).
 // The secrets: secrets["secret/data/cedra/prod"] = { versions: [{ data, created_time }] } (version n = index n-1).
 import { randomUUID } from 'node:crypto'
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import path from 'node:path'
 
@@ -27,11 +32,20 @@ if (!dir) {
   process.exit(99)
 }
 const stateFile = path.join(dir, 'vault.json')
-const state = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')) : {}
-state.mode ??= 'ok'
-state.mounts ??= { 'secret/': 2 }
-state.secrets ??= {}
-const save = () => writeFileSync(stateFile, JSON.stringify(state, null, 2))
+function load() {
+  const s = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')) : {}
+  s.mode ??= 'ok'
+  s.mounts ??= { 'secret/': 2 }
+  s.secrets ??= {}
+  return s
+}
+// The knobs first; the state is read again under the lock (below) before the call acts on it.
+let state = load()
+const save = () => {
+  const tmp = `${stateFile}.${process.pid}`
+  writeFileSync(tmp, JSON.stringify(state, null, 2))
+  renameSync(tmp, stateFile)
+}
 
 const argv = process.argv.slice(2)
 const stdin = readStdinIfAny()
@@ -83,7 +97,10 @@ if (cmd !== 'kv get') {
   try { data = parseData(args.slice(1)) } catch (e) { die(`Failed to parse K=V data: ${e.message}`, 1) }
 }
 
-if (state.mode === 'hang') { setInterval(() => {}, 1000); await new Promise(() => {}) }
+await barrier(state.barrier?.[cmd])
+if (state.mode === 'hang') await hang()
+lock()
+state = load()
 
 // Preflight: GET /v1/sys/internal/ui/mounts/<path> finds the mount and its KV version.
 const mountFlag = flags.mount !== undefined && flags.mount !== ''
@@ -96,6 +113,10 @@ const v2 = state.mounts[mount] === 2
 const partial = mountFlag ? `${mount.replace(/\/$/, '')}/${given}` : given
 const rest = partial.slice(mount.length)
 const fullPath = v2 ? `${mount}data/${rest}` : partial
+if (state.fail?.includes(cmd)) {
+  const method = { 'kv get': 'GET', 'kv put': 'PUT', 'kv patch': 'PATCH' }[cmd]
+  apiError(method, fullPath, 500, ['local node not active but active cluster node not found'], method === 'GET' ? '' : `Error writing data to ${fullPath}: `)
+}
 
 switch (cmd) {
   case 'kv get': kvGet(); break
@@ -129,6 +150,46 @@ function parseFlags(list, known) {
     else flags[name] = INTS.includes(name) ? Number(value) : value
   }
   return { flags, args: list.slice(i) }
+}
+
+/** The server applies one request at a time: hold a lock file (our pid) until this process exits. */
+function lock() {
+  const file = path.join(dir, 'vault.lock')
+  const nap = new Int32Array(new SharedArrayBuffer(4))
+  for (;;) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx' })
+      break
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e
+    }
+    let holder = 0
+    try { holder = Number(readFileSync(file, 'utf8')) } catch { continue }
+    if (holder && !alive(holder)) { try { unlinkSync(file) } catch {} continue } // a call killed while holding it
+    Atomics.wait(nap, 0, 0, 5)
+  }
+  process.on('exit', () => { try { if (readFileSync(file, 'utf8') === String(process.pid)) unlinkSync(file) } catch {} })
+}
+
+/** Never answer (a server that accepted the connection and hangs); $STUB_STATE/hanging.<pid> says it hangs now. */
+function hang() {
+  writeFileSync(path.join(dir, `hanging.${process.pid}`), '')
+  setInterval(() => {}, 1000)
+  return new Promise(() => {})
+}
+
+function alive(pid) {
+  try { process.kill(pid, 0); return true } catch (e) { return e.code === 'EPERM' }
+}
+
+/** The barrier knob: wait until `n` calls of this subcommand have arrived (each leaves a file). */
+async function barrier(n) {
+  if (!n) return
+  const d = path.join(dir, `barrier-vault-${cmd.replace(/\W+/g, '-')}`)
+  mkdirSync(d, { recursive: true })
+  writeFileSync(path.join(d, String(process.pid)), '')
+  for (const end = Date.now() + 30_000; readdirSync(d).length < n; await new Promise((r) => setTimeout(r, 20)))
+    if (Date.now() > end) die(`vault test double: barrier "${cmd}" waited 30s for ${n} calls`, 99)
 }
 
 function readStdinIfAny() {

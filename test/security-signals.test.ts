@@ -1,0 +1,118 @@
+// Properties 6 and 7 of SECURITY.md, for EVERY script in deploy/: a child that hangs (the nomad, vault
+// or docker double in its "hang" mode, run as a process TREE; on the real sshd, a remote command that
+// blocks) is
+//   6. interrupted: SIGINT or SIGTERM to the script while the child runs -> exit 130 / 143, no process of
+//      the run alive (here or on the server) 5 s later, no temporary file left in TMPDIR;
+//   7. bounded: with DEPLOY_COMMAND_TIMEOUT=2 the hung nomad / vault / ssh command is killed with its whole
+//      process tree and reported in ONE line that names the time limit, exit 1.
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, it } from 'vitest'
+import { sandbox } from './helpers.ts'
+import { processesOf, removeRemotes, scenarioOf, SCRIPTS, treeStub, until, type Ctx, type Env } from './security-scenarios.ts'
+import { ensureUsers, requireTools, startSshd, USERS } from './sshd.ts'
+
+const cleanup: (() => unknown)[] = []
+beforeAll(() => {
+  requireTools()
+  ensureUsers()
+})
+afterAll(async () => {
+  for (const fn of cleanup.splice(0).reverse()) await fn()
+  removeRemotes()
+})
+
+/** A real sshd whose sessions find a blocking `stat` and `uname` first on their PATH (each blocks until its ssh channel is gone). */
+async function slowServer() {
+  const dir = mkdtempSync(path.join(tmpdir(), 'deploy-slow-'))
+  chmodSync(dir, 0o755)
+  const blocking = '#!/bin/sh\n# A hung command: it lives as long as its ssh channel (a write to a closed channel ends it).\nwhile printf " " >&2; do sleep 0.2; done\n'
+  for (const tool of ['stat', 'uname']) writeFileSync(path.join(dir, tool), blocking, { mode: 0o755 })
+  const server = await startSshd([`SetEnv PATH=${dir}:/usr/local/bin:/usr/bin:/bin`])
+  cleanup.push(() => server.stop(), () => rmSync(dir, { recursive: true, force: true }))
+  return { server, dir }
+}
+
+/**
+ * Set up the script's main path with its first long child hanging. Returns the environment, when the
+ * hung child runs, and markers of the run's processes on the server side.
+ */
+async function hanging(script: string, bounded: boolean, onTestFinished: (fn: () => void) => void) {
+  const s = scenarioOf(script)
+  let slow: Awaited<ReturnType<typeof slowServer>> | undefined
+  if (s.kind === 'ssh') slow = await slowServer()
+  const ctx: Ctx = { sb: sandbox(), sshd: slow?.server }
+  const env: Env = s.setup(ctx)
+  let child: RegExp
+  if (s.kind === 'ssh') {
+    // The volume scripts stat an existing directory; deploy_binary runs uname first.
+    for (const v of ['ARANGO_DATA_DIR', 'VALKEY_DATA_DIR']) if (env[v]) {
+      mkdirSync(env[v]!, { mode: 0o700 })
+      const id = (flag: string) => Number(execFileSync('id', [flag, USERS.dash], { encoding: 'utf8' }))
+      chownSync(env[v]!, id('-u'), id('-g'))
+    }
+    child = /ControlMaster=no/ // a remote command going through the run's one connection
+  } else if (script === 'deploy_storefront.mts' && !bounded) {
+    treeStub(ctx.sb, 'docker')
+    ctx.sb.setState({ mode: 'hang-build' }, 'docker') // the long phase: the build
+    child = /stubs\/docker\.mjs build/
+  } else {
+    treeStub(ctx.sb, s.kind)
+    ctx.sb.setState({ mode: 'hang' }, s.kind)
+    child = new RegExp(`stubs/${s.kind}\\.mjs`)
+  }
+  const tmp = path.join(ctx.sb.dir, 'tmp')
+  mkdirSync(tmp)
+  const markers = [ctx.remote, slow?.dir].filter((m): m is string => Boolean(m))
+  // Whatever the outcome, end what a failed test left running (this run's processes only, by pid).
+  onTestFinished(() => {
+    for (const p of processesOf(ctx.sb, markers)) try { process.kill(Number(p.split(' ')[0]), 'SIGKILL') } catch { /* gone */ }
+  })
+  return {
+    ctx, s, tmp,
+    env: { ...env, TMPDIR: tmp },
+    markers,
+    // The hung child runs: a double that entered its hang (it says so in its state directory), or the ssh command.
+    running: () => processesOf(ctx.sb).some((p) => child.test(p)) && (s.kind === 'ssh' || readdirSync(ctx.sb.state).some((f) => f.startsWith('hanging.'))),
+  }
+}
+
+/** What the run left in TMPDIR (tsx's own compile cache aside). */
+const leftIn = (tmp: string) => readdirSync(tmp).filter((f) => !/^tsx-\d+$/.test(f))
+
+describe.concurrent('6. interrupts: SIGINT and SIGTERM while a child runs', () => {
+  const cases = SCRIPTS.flatMap((s) => [[s, 'SIGINT', 130], [s, 'SIGTERM', 143]] as const)
+  it.for(cases)('%s, %s: exit %i, no process of the run left, no temporary file left', async ([script, signal, code], { expect, onTestFinished }) => {
+    const h = await hanging(script, false, onTestFinished)
+    let pid = 0
+    const run = h.ctx.sb.run(script, h.s.args, { env: h.env, onStart: (p) => (pid = p) })
+    expect(await until(h.running, 30_000), 'the child started and hangs').toBe(true)
+    if (h.s.kind === 'ssh') expect(leftIn(h.tmp), 'the ssh control socket lives in TMPDIR').not.toEqual([])
+    process.kill(pid, signal)
+    const r = await run
+    expect(r.code, r.stderr).toBe(code)
+    expect(r.stderr).toContain(`✗ interrupted by ${signal}`)
+    await until(() => processesOf(h.ctx.sb, h.markers).length === 0, 5000)
+    expect(processesOf(h.ctx.sb, h.markers)).toEqual([])
+    expect(leftIn(h.tmp)).toEqual([])
+  })
+})
+
+describe.concurrent('7. timeouts: DEPLOY_COMMAND_TIMEOUT bounds every nomad, vault and ssh command', () => {
+  it.for(SCRIPTS)('%s: a hung command is killed with its process tree and reported in one line (exit 1)', async (script, { expect, onTestFinished }) => {
+    const h = await hanging(script, true, onTestFinished)
+    const r = await h.ctx.sb.run(script, h.s.args, { env: { ...h.env, DEPLOY_COMMAND_TIMEOUT: '2' }, timeoutMs: 25_000 })
+    expect(r.code, r.stderr).toBe(1)
+    await until(() => processesOf(h.ctx.sb, h.markers).length === 0, 5000)
+    expect(processesOf(h.ctx.sb, h.markers)).toEqual([])
+    expect(leftIn(h.tmp)).toEqual([])
+    const failures = r.stderr.split('\n').filter((l) => l.startsWith('✗'))
+    expect(failures, r.stderr).toHaveLength(1)
+    expect(r.stderr).not.toMatch(/\n\s+at /)
+    expect(failures[0]).toMatch(h.s.kind === 'ssh' ? /@127\.0\.0\.1/ : new RegExp(`\\b${h.s.kind}\\b`))
+    // It says the command got no answer in time, and which setting bounds it.
+    expect(failures[0]).toMatch(/DEPLOY_COMMAND_TIMEOUT/)
+  })
+})
