@@ -12,7 +12,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
 import path from 'node:path'
-import { root, sandbox, write } from '../test/helpers.ts'
+import { removeSandboxes, root, sandbox, write } from '../test/helpers.ts'
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const rows: string[][] = []
@@ -136,6 +136,7 @@ console.log(line(['figure', 'measured', 'goal', 'goal met']))
 console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`)
 for (const r of rows) console.log(line(r))
 console.log(`\n${RUNS} runs each (BENCH_RUNS), medians; node ${process.version}, ${new Date().toISOString()}`)
+removeSandboxes()
 
 // ------------------------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 // HOME and env file), runs a script as a child process exactly as a user does, and reads back the
 // stubs' call log (one JSON line per call: argv, chosen env vars, stdin).
 import { execSync, spawn } from 'node:child_process'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -19,8 +19,16 @@ export const baseEnv = {
   DEPLOY_POLL_SECONDS: '0.05',
 }
 
+// Sandboxes are removed after each test file (test/setup.ts) and at the end of the bench;
+// KEEP_SANDBOX=1 keeps them, to look inside.
+const sandboxes: string[] = []
+export function removeSandboxes() {
+  if (!process.env.KEEP_SANDBOX) for (const d of sandboxes.splice(0)) rmSync(d, { recursive: true, force: true })
+}
+
 export function sandbox() {
   const dir = mkdtempSync(path.join(tmpdir(), 'deploy-test-'))
+  sandboxes.push(dir)
   const bin = path.join(dir, 'bin')
   const home = path.join(dir, 'home')
   const state = path.join(dir, 'state')
