@@ -14,44 +14,31 @@
 // Concurrent calls (two deploys at once) keep each other's images: a call merges what it built or
 // pushed into the state file as it is then, under a lock file, and writes it atomically (rename).
 import { createHash } from 'node:crypto'
-import { appendFileSync, existsSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, statSync } from 'node:fs'
 import path from 'node:path'
+import { err, hang, lock, logCall, out, readState, writeState } from './common.mjs'
 
-const dir = process.env.STUB_STATE
-if (!dir) {
-  process.stderr.write('docker stub: STUB_STATE is not set\n')
-  process.exit(99)
-}
-const stateFile = path.join(dir, 'docker.json')
-function load() {
-  const s = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')) : {}
+const load = () => readState('docker', (s) => {
   s.mode ??= 'ok'
   s.images ??= []
   s.pushed ??= []
   return s
-}
+})
 const state = load()
 const before = new Set(state.images.map((i) => JSON.stringify(i)))
 /** Merge this call's new images and pushes into the current state (another call may have saved meanwhile). */
 const save = () => {
-  lock()
+  lock('docker')
   const now = load()
   for (const image of state.images.filter((i) => !before.has(JSON.stringify(i))))
     now.images = [...now.images.filter((i) => i.ref !== image.ref), image]
   for (const ref of state.pushed) if (!now.pushed.includes(ref)) now.pushed.push(ref)
-  const tmp = `${stateFile}.${process.pid}`
-  writeFileSync(tmp, JSON.stringify(now, null, 2))
-  renameSync(tmp, stateFile)
+  writeState('docker', now)
 }
 
 const argv = process.argv.slice(2)
-appendFileSync(path.join(dir, 'calls.jsonl'), JSON.stringify({
-  tool: 'docker', argv,
-  env: pick(process.env, ['DOCKER_HOST', 'DOCKER_CONFIG', 'DOCKER_BUILDKIT', 'NOMAD_TOKEN', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'REGISTRY_PASSWORD']),
-}) + '\n')
+logCall('docker', argv, ['DOCKER_HOST', 'DOCKER_CONFIG', 'DOCKER_BUILDKIT', 'NOMAD_TOKEN', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'REGISTRY_PASSWORD'])
 
-const out = (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n')
-const err = (s) => process.stderr.write(s.endsWith('\n') ? s : s + '\n')
 const die = (msg, code = 1) => { err(msg); process.exit(code) }
 const NO_DAEMON = 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?'
 
@@ -75,38 +62,9 @@ save()
 
 // ------------------------------------------------------------------------------------------------
 
-function lock() {
-  const file = path.join(dir, 'docker.lock')
-  const nap = new Int32Array(new SharedArrayBuffer(4))
-  for (;;) {
-    try {
-      writeFileSync(file, String(process.pid), { flag: 'wx' })
-      break
-    } catch (e) {
-      if (e.code !== 'EEXIST') throw e
-    }
-    let holder = 0
-    try { holder = Number(readFileSync(file, 'utf8')) } catch { continue }
-    if (holder && !alive(holder)) { try { unlinkSync(file) } catch {} continue } // a call killed while holding it
-    Atomics.wait(nap, 0, 0, 5)
-  }
-  process.on('exit', () => { try { if (readFileSync(file, 'utf8') === String(process.pid)) unlinkSync(file) } catch {} })
-}
 
-/** Never answer (a server that accepted the connection and hangs); $STUB_STATE/hanging.<pid> says it hangs now. */
-function hang() {
-  writeFileSync(path.join(dir, `hanging.${process.pid}`), '')
-  setInterval(() => {}, 1000)
-  return new Promise(() => {})
-}
 
-function alive(pid) {
-  try { process.kill(pid, 0); return true } catch (e) { return e.code === 'EPERM' }
-}
 
-function pick(obj, keys) {
-  return Object.fromEntries(keys.filter((k) => obj[k] !== undefined).map((k) => [k, obj[k]]))
-}
 
 /** cobra-style flags: -x v, -x=v, --name v, --name=v, anywhere among the positionals. */
 function parseFlags(list, known, usage) {

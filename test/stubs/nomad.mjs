@@ -24,41 +24,26 @@
 // Like the server, the double applies one call at a time: a call takes a lock file before it reads
 // the state it acts on (after any barrier or hang) and writes it back atomically (rename).
 import { createHash, randomUUID } from 'node:crypto'
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
+import { barrier, err, hang, lock, logCall, out, readState, writeState } from './common.mjs'
 
-const dir = process.env.STUB_STATE
-if (!dir) {
-  process.stderr.write('nomad stub: STUB_STATE is not set\n')
-  process.exit(99)
-}
-const stateFile = path.join(dir, 'nomad.json')
-function load() {
-  const s = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')) : {}
+const load = () => readState('nomad', (s) => {
   s.index ??= 10
   s.jobs ??= {}
   s.vars ??= {}
   s.mode ??= 'ok'
   return s
-}
+})
 // The knobs first; the state is read again under the lock (below) before the call acts on it.
 let state = load()
-const save = () => {
-  const tmp = `${stateFile}.${process.pid}`
-  writeFileSync(tmp, JSON.stringify(state, null, 2))
-  renameSync(tmp, stateFile)
-}
+const save = () => writeState('nomad', state)
 
 const argv = process.argv.slice(2)
 const stdin = readStdinIfAny()
-appendFileSync(path.join(dir, 'calls.jsonl'), JSON.stringify({
-  tool: 'nomad', argv, stdin,
-  env: pick(process.env, ['NOMAD_ADDR', 'NOMAD_TOKEN', 'NOMAD_CACERT', 'NOMAD_CLIENT_CERT', 'NOMAD_CLIENT_KEY',
-    'NOMAD_TLS_SERVER_NAME', 'NOMAD_NAMESPACE', 'NOMAD_REGION', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN']),
-}) + '\n')
+logCall('nomad', argv, ['NOMAD_ADDR', 'NOMAD_TOKEN', 'NOMAD_CACERT', 'NOMAD_CLIENT_CERT', 'NOMAD_CLIENT_KEY',
+  'NOMAD_TLS_SERVER_NAME', 'NOMAD_NAMESPACE', 'NOMAD_REGION', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN'], stdin)
 
-const out = (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n')
-const err = (s) => process.stderr.write(s.endsWith('\n') ? s : s + '\n')
 const die = (msg, code = 1) => { err(msg); process.exit(code) }
 
 const GLOBAL = { address: 1, token: 1, region: 1, namespace: 1, 'ca-cert': 1, 'ca-path': 1, 'client-cert': 1, 'client-key': 1, 'tls-server-name': 1, 'tls-skip-verify': 0, insecure: 0, 'no-color': 0, 'force-color': 0 }
@@ -90,9 +75,9 @@ const { flags, args } = parseFlags(argv.slice(2), { ...GLOBAL, ...spec })
 // Connection: the real CLI fails on every API call when it cannot talk to the server.
 const addr = process.env.NOMAD_ADDR ?? 'http://127.0.0.1:4646'
 const api = `${addr}/v1/${cmd.replace(' ', '/')}`
-await barrier(state.barrier?.[cmd])
+await barrier('nomad', cmd, state.barrier?.[cmd])
 if (state.mode === 'hang') await hang()
-lock()
+lock('nomad')
 state = load()
 if (state.mode === 'unreachable') die(`Error: ${errPrefix()}: Get "${api}": dial tcp 10.9.8.7:4646: connect: connection refused`, errCode)
 if (addr.startsWith('https://') && !(process.env.NOMAD_CACERT && existsSync(process.env.NOMAD_CACERT)))
@@ -131,45 +116,9 @@ function errPrefix() {
     'job promote': 'Error retrieving job', 'job revert': 'Error retrieving job versions' }[cmd] ?? 'Error querying'
 }
 
-/** The server applies one request at a time: hold a lock file (our pid) until this process exits. */
-function lock() {
-  const file = path.join(dir, 'nomad.lock')
-  const nap = new Int32Array(new SharedArrayBuffer(4))
-  for (;;) {
-    try {
-      writeFileSync(file, String(process.pid), { flag: 'wx' })
-      break
-    } catch (e) {
-      if (e.code !== 'EEXIST') throw e
-    }
-    let holder = 0
-    try { holder = Number(readFileSync(file, 'utf8')) } catch { continue }
-    if (holder && !alive(holder)) { try { unlinkSync(file) } catch {} continue } // a call killed while holding it
-    Atomics.wait(nap, 0, 0, 5)
-  }
-  process.on('exit', () => { try { if (readFileSync(file, 'utf8') === String(process.pid)) unlinkSync(file) } catch {} })
-}
 
-/** Never answer (a server that accepted the connection and hangs); $STUB_STATE/hanging.<pid> says it hangs now. */
-function hang() {
-  writeFileSync(path.join(dir, `hanging.${process.pid}`), '')
-  setInterval(() => {}, 1000)
-  return new Promise(() => {})
-}
 
-function alive(pid) {
-  try { process.kill(pid, 0); return true } catch (e) { return e.code === 'EPERM' }
-}
 
-/** The barrier knob: wait until `n` calls of this subcommand have arrived (each leaves a file). */
-async function barrier(n) {
-  if (!n) return
-  const d = path.join(dir, `barrier-nomad-${cmd.replace(/\W+/g, '-')}`)
-  mkdirSync(d, { recursive: true })
-  writeFileSync(path.join(d, String(process.pid)), '')
-  for (const end = Date.now() + 30_000; readdirSync(d).length < n; await new Promise((r) => setTimeout(r, 20)))
-    if (Date.now() > end) die(`nomad test double: barrier "${cmd}" waited 30s for ${n} calls`, 99)
-}
 
 function parseFlags(list, known) {
   const flags = {}
@@ -203,9 +152,6 @@ function readStdinIfAny() {
   try { return readFileSync(0, 'utf8') } catch { return '' }
 }
 
-function pick(obj, keys) {
-  return Object.fromEntries(keys.filter((k) => obj[k] !== undefined).map((k) => [k, obj[k]]))
-}
 
 /** Enough of HCL2 to be strict about what matters here: job name, declared variables, canary, groups. */
 function parseJobFile(file) {

@@ -22,41 +22,26 @@
 // the state it acts on (after any barrier or hang) and writes it back atomically (rename).
 // The secrets: secrets["secret/data/cedra/prod"] = { versions: [{ data, created_time }] } (version n = index n-1).
 import { randomUUID } from 'node:crypto'
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import path from 'node:path'
+import { barrier, err, hang, lock, logCall, out, readState, writeState } from './common.mjs'
 
-const dir = process.env.STUB_STATE
-if (!dir) {
-  process.stderr.write('vault stub: STUB_STATE is not set\n')
-  process.exit(99)
-}
-const stateFile = path.join(dir, 'vault.json')
-function load() {
-  const s = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')) : {}
+const load = () => readState('vault', (s) => {
   s.mode ??= 'ok'
   s.mounts ??= { 'secret/': 2 }
   s.secrets ??= {}
   return s
-}
+})
 // The knobs first; the state is read again under the lock (below) before the call acts on it.
 let state = load()
-const save = () => {
-  const tmp = `${stateFile}.${process.pid}`
-  writeFileSync(tmp, JSON.stringify(state, null, 2))
-  renameSync(tmp, stateFile)
-}
+const save = () => writeState('vault', state)
 
 const argv = process.argv.slice(2)
 const stdin = readStdinIfAny()
-appendFileSync(path.join(dir, 'calls.jsonl'), JSON.stringify({
-  tool: 'vault', argv, stdin,
-  env: pick(process.env, ['VAULT_ADDR', 'VAULT_TOKEN', 'VAULT_CACERT', 'VAULT_CAPATH', 'VAULT_NAMESPACE', 'VAULT_FORMAT',
-    'NOMAD_TOKEN', 'CONSUL_HTTP_TOKEN', 'REVALIDATE_SECRET', 'SESSION_SECRET', 'VALKEY_PASSWORD']),
-}) + '\n')
+logCall('vault', argv, ['VAULT_ADDR', 'VAULT_TOKEN', 'VAULT_CACERT', 'VAULT_CAPATH', 'VAULT_NAMESPACE', 'VAULT_FORMAT',
+  'NOMAD_TOKEN', 'CONSUL_HTTP_TOKEN', 'REVALIDATE_SECRET', 'SESSION_SECRET', 'VALKEY_PASSWORD'], stdin)
 
-const out = (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n')
-const err = (s) => process.stderr.write(s.endsWith('\n') ? s : s + '\n')
 const die = (msg, code = 2) => { err(msg); process.exit(code) }
 
 // Go flag kinds: 0 bool, 1 string/int, 2 repeatable.
@@ -97,9 +82,9 @@ if (cmd !== 'kv get') {
   try { data = parseData(args.slice(1)) } catch (e) { die(`Failed to parse K=V data: ${e.message}`, 1) }
 }
 
-await barrier(state.barrier?.[cmd])
+await barrier('vault', cmd, state.barrier?.[cmd])
 if (state.mode === 'hang') await hang()
-lock()
+lock('vault')
 state = load()
 
 // Preflight: GET /v1/sys/internal/ui/mounts/<path> finds the mount and its KV version.
@@ -152,45 +137,9 @@ function parseFlags(list, known) {
   return { flags, args: list.slice(i) }
 }
 
-/** The server applies one request at a time: hold a lock file (our pid) until this process exits. */
-function lock() {
-  const file = path.join(dir, 'vault.lock')
-  const nap = new Int32Array(new SharedArrayBuffer(4))
-  for (;;) {
-    try {
-      writeFileSync(file, String(process.pid), { flag: 'wx' })
-      break
-    } catch (e) {
-      if (e.code !== 'EEXIST') throw e
-    }
-    let holder = 0
-    try { holder = Number(readFileSync(file, 'utf8')) } catch { continue }
-    if (holder && !alive(holder)) { try { unlinkSync(file) } catch {} continue } // a call killed while holding it
-    Atomics.wait(nap, 0, 0, 5)
-  }
-  process.on('exit', () => { try { if (readFileSync(file, 'utf8') === String(process.pid)) unlinkSync(file) } catch {} })
-}
 
-/** Never answer (a server that accepted the connection and hangs); $STUB_STATE/hanging.<pid> says it hangs now. */
-function hang() {
-  writeFileSync(path.join(dir, `hanging.${process.pid}`), '')
-  setInterval(() => {}, 1000)
-  return new Promise(() => {})
-}
 
-function alive(pid) {
-  try { process.kill(pid, 0); return true } catch (e) { return e.code === 'EPERM' }
-}
 
-/** The barrier knob: wait until `n` calls of this subcommand have arrived (each leaves a file). */
-async function barrier(n) {
-  if (!n) return
-  const d = path.join(dir, `barrier-vault-${cmd.replace(/\W+/g, '-')}`)
-  mkdirSync(d, { recursive: true })
-  writeFileSync(path.join(d, String(process.pid)), '')
-  for (const end = Date.now() + 30_000; readdirSync(d).length < n; await new Promise((r) => setTimeout(r, 20)))
-    if (Date.now() > end) die(`vault test double: barrier "${cmd}" waited 30s for ${n} calls`, 99)
-}
 
 function readStdinIfAny() {
   // Only DATA reads stdin (a bare "-" or "k=-"); reading an open terminal would block.
@@ -199,9 +148,6 @@ function readStdinIfAny() {
   try { return readFileSync(0, 'utf8') } catch { return '' }
 }
 
-function pick(obj, keys) {
-  return Object.fromEntries(keys.filter((k) => obj[k] !== undefined).map((k) => [k, obj[k]]))
-}
 
 function sanitize(p) {
   return p.replace(/^\/+|\/+$/g, '')
