@@ -186,10 +186,10 @@ export function step(title: string) {
   console.error(`==> ${title}`)
 }
 
+const STEP_FAILED = Symbol('step failed')
 /** A failure the script detects itself (not a failed command): one line, exit 1. */
-export class StepFailed extends Error {}
 export function fail(message: string): never {
-  throw new StepFailed(message)
+  throw Object.assign(new Error(message), { [STEP_FAILED]: true })
 }
 
 const secrets = new Set<string>()
@@ -236,7 +236,7 @@ function describe(e: unknown): string {
     const err = e.stderr.trim().split('\n').slice(-3).join(' | ') || e.stdout.trim().split('\n').slice(-2).join(' | ')
     return `${lastCommand} ${how}${err ? `: ${err}` : ''}`
   }
-  if (e instanceof StepFailed) return e.message
+  if (e instanceof Error && STEP_FAILED in e) return e.message
   return e instanceof Error ? e.message : String(e)
 }
 
@@ -289,11 +289,6 @@ function installHandlers() {
       process.exit(code)
     })
   }
-}
-
-/** Run a command silently and return whether it succeeded (for probes that may fail). */
-export async function probe(pieces: TemplateStringsArray, ...args: unknown[]) {
-  return (await $({ nothrow: true, timeout: '10s' })(pieces, ...args)).ok
 }
 
 /**
