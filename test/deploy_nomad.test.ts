@@ -143,11 +143,20 @@ describe('deploy_nomad: flags and configuration', () => {
     expect(sb.calls()).toEqual([])
   })
 
-  it('reads .env at the repository root by default and --env-file when given; real variables win', async () => {
+  it('reads --env-file when given; real variables win over it', async () => {
     const env = write(sb.dir, 'other.env', 'AGENT_REMOTE_DIR=/from/file\nAGENT_BINARY_NAME=from-file\n')
     const r = await sb.run(SCRIPT, ['--env-file', env], { env: { AGENT_BINARY_NAME: 'from-env' } })
     expect(r.code).toBe(0)
     expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/from/file/from-env ${JOBFILE}`)
+  })
+
+  it('reads .env at the repository root by default, whatever the current directory; real variables win', async () => {
+    // A copy of the repository, so that its .env is this test's own (a developer's real .env stays out).
+    const copy = repoCopy(sb)
+    writeFileSync(path.join(copy, '.env'), 'AGENT_REMOTE_DIR=/from/dotenv\nAGENT_BINARY_NAME=from-dotenv\n')
+    const r = await runFrom(copy, sb, [], { AGENT_BINARY_NAME: 'from-env' })
+    expect(r.code, r.stderr).toBe(0)
+    expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/from/dotenv/from-env ${path.join(copy, 'jobs/agent.nomad')}`)
   })
 
   // Node 20 itself stops on a missing --env-file anywhere in argv (exit 9) before the script runs;
@@ -231,24 +240,31 @@ describe('deploy_nomad: a plan that cannot succeed is refused before anything ru
 
   it('a job file that does not parse (a broken edit): exit 2, says so', async () => {
     // The script always deploys jobs/agent.nomad; a copy of the repository holds the broken edit.
-    const copy = path.join(sb.dir, 'repo')
-    for (const d of ['deploy', 'jobs']) cpSync(path.join(root, d), path.join(copy, d), { recursive: true })
-    cpSync(path.join(root, 'package.json'), path.join(copy, 'package.json'))
-    symlinkSync(path.join(root, 'node_modules'), path.join(copy, 'node_modules'))
+    const copy = repoCopy(sb)
     writeFileSync(path.join(copy, 'jobs/agent.nomad'), readFileSync(JOBFILE, 'utf8').replace(/^variable "binary_path" \{/m, 'variable "binary_path"'))
-    const r = await runFrom(copy, sb)
+    const r = await runFrom(copy, sb, ['--env-file', sb.envFile])
     expect(r.code).toBe(2)
     expect(r.stderr).toMatch(/- jobs\/agent\.nomad does not parse: .*Unclosed configuration block/)
-    expect(r.stderr).toContain(`- check it with: nomad job validate -var=binary_path=/root/data/agent ${path.join(copy, 'jobs/agent.nomad')}`)
+    expect(r.stderr).toContain('- check it with: nomad job validate -var=binary_path=/root/data/agent repo/jobs/agent.nomad') // relative to the current directory
     expect(sb.commands('nomad').filter((c) => c.startsWith('job run'))).toEqual([])
   })
 })
 
-/** Run the copy's deploy_nomad.mts with the sandbox's stubs and env file. */
-function runFrom(copy: string, box: Sandbox) {
+/** A copy of the repository's scripts and jobs (node_modules linked), for tests that change its files. */
+function repoCopy(box: Sandbox) {
+  const copy = path.join(box.dir, 'repo')
+  for (const d of ['deploy', 'jobs']) cpSync(path.join(root, d), path.join(copy, d), { recursive: true })
+  cpSync(path.join(root, 'package.json'), path.join(copy, 'package.json'))
+  symlinkSync(path.join(root, 'node_modules'), path.join(copy, 'node_modules'))
+  return copy
+}
+
+/** Run the copy's deploy_nomad.mts from the sandbox directory, with the sandbox's stubs. */
+function runFrom(copy: string, box: Sandbox, args: string[], env: Record<string, string> = {}) {
   return new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, ['--import', path.join(root, 'node_modules/tsx/dist/esm/index.mjs'), path.join(copy, 'deploy', SCRIPT), '--env-file', box.envFile], {
-      env: { PATH: `${box.bin}:/usr/bin:/bin`, HOME: box.home, STUB_STATE: box.state, NOMAD_ADDR: 'http://127.0.0.1:4646', DEPLOY_POLL_SECONDS: '0.05' },
+    const child = spawn(process.execPath, ['--import', path.join(root, 'node_modules/tsx/dist/esm/index.mjs'), path.join(copy, 'deploy', SCRIPT), ...args], {
+      cwd: box.dir,
+      env: { PATH: `${box.bin}:/usr/bin:/bin`, HOME: box.home, STUB_STATE: box.state, NOMAD_ADDR: 'http://127.0.0.1:4646', DEPLOY_POLL_SECONDS: '0.05', ...env },
     })
     let stderr = ''
     child.stderr.on('data', (d) => (stderr += d))

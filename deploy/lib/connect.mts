@@ -451,7 +451,7 @@ then restart Nomad on that server: sudo systemctl restart nomad`
 }
 
 /** ssh's stderr, read for what a person should do. */
-export function sshReason(stderr: string): string {
+function sshReason(stderr: string): string {
   const s = stderr.trim()
   const last = s.split('\n').filter(Boolean).pop() ?? 'no message'
   if (/REMOTE HOST IDENTIFICATION HAS CHANGED/.test(s))

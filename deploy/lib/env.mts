@@ -72,7 +72,7 @@ function loadEnvFile(flag: string | undefined) {
 
 export type Checks = ReturnType<typeof checks>
 
-export function checks(dryRun: boolean) {
+function checks(dryRun: boolean) {
   const problems: string[] = []
   const soft: string[] = [] // what a real run refuses on but a dry run only warns about
   const warnings: string[] = []
