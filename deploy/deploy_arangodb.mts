@@ -23,8 +23,10 @@
 //   -h, --help        this help
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
 import path from 'node:path'
-import { EXIT, exit, fail, refuse, root, start, step } from './lib/env.mts'
-import { deployPlanned, hostVolumeBlock, nomadConnection, nomadError, planCommands, planJob, shq, timeoutSeconds } from './lib/connect.mts'
+import { exit, EXIT, fail, refuse, root, shq, start, step } from './lib/env.mts'
+import { deployPlanned, planCommands, planJob } from './lib/deployment.mts'
+import { nomadConnection, nomadError, timeoutSeconds } from './lib/nomad.mts'
+import { hostVolumeBlock } from './lib/volume.mts'
 
 const JOB = 'arangodb-agent-economique'
 const FILE = path.join(root, 'jobs/arangodb.nomad')

@@ -22,7 +22,8 @@
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
 import path from 'node:path'
 import { exit, root, start, step } from './lib/env.mts'
-import { deployPlanned, nomadConnection, planCommands, planJob, timeoutSeconds } from './lib/connect.mts'
+import { deployPlanned, planCommands, planJob } from './lib/deployment.mts'
+import { nomadConnection, timeoutSeconds } from './lib/nomad.mts'
 
 const JOB = 'agent-economique'
 const FILE = path.join(root, 'jobs/agent.nomad')

@@ -7,7 +7,9 @@
 // with uncommitted changes is refused unless --allow-dirty (tag <commit>-dirty-<hash of the changes>).
 // First `nomad job plan` of jobs/cedra-storefront.nomad with that tag, which proves the cluster answers
 // and accepts the token BEFORE the long build; when the plan shows no change (that commit already
-// runs) nothing is built, pushed or run. Then `docker build --platform linux/amd64` (the app's
+// runs) nothing is built, pushed or run. The cluster's version decides how the job reaches Vault
+// (workload identity on 1.10+, legacy policies on 1.6): a mismatch is refused before the build.
+// Then `docker build --platform linux/amd64 --load` (the app's
 // Dockerfile builds with Bun; its progress streams to the terminal), `docker push`,
 // `nomad job run -check-index N -detach`, and the deployment is followed to one of three outcomes:
 // canary healthy and waiting for promotion (prints the promote and revert commands), deployment
@@ -15,14 +17,19 @@
 // Registry credentials: run `docker login REGISTRY` once beforehand; docker keeps them in its own
 // credential store and this script never handles a registry password.
 //
-// Needs: nomad CLI 1.6+; docker with buildx and a running engine (Docker Desktop on a Mac); git.
+// Needs: nomad CLI 1.6+ (the servers' version; 2.0 is current); docker with buildx and a running engine (Docker Desktop on a Mac); git.
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
 //        STOREFRONT_SOURCE_DIR (default ../cedra-storefront, relative to the repository root: a git
 //          checkout of the app with its Dockerfile),
 //        STOREFRONT_IMAGE (required: the image repository without a tag, e.g. registry.example.com/cedra/storefront),
 //        STOREFRONT_VAULT_PATH (default secret/cedra/prod: where put_storefront_secrets.mts wrote the
-//          secrets; the job reads them there),
+//          secrets; the job reads them there), STOREFRONT_VAULT_MOUNT (default: its first segment; name
+//          a nested KV v2 mount such as team/kv),
+//        DEPLOY_VAULT_AUTH (optional: identity or token; unset: identity on Nomad 1.10+, token on 1.6,
+//          token on 1.7-1.9 unless set), STOREFRONT_VAULT_ROLE (default cedra-storefront: the Vault role
+//          of the workload identity), DEPLOY_VAULT_SUBMIT_TOKEN and DEPLOY_CONSUL_SUBMIT_TOKEN (optional
+//          secrets, Nomad 1.6-1.9 only: the submitter tokens a cluster without allow_unauthenticated demands),
 //        STOREFRONT_COUNT (optional: number of instances, at least 2; unset: the job's default, 2),
 //        STOREFRONT_AUTO_PROMOTE (optional: true = Nomad promotes a healthy canary by itself; unset: the
 //          job's default, false = wait for promote_storefront.mts),
@@ -39,8 +46,10 @@ import { createHash } from 'node:crypto'
 import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { $, which, type ProcessOutput, type ProcessPromise } from 'zx'
-import { type Checks, EXIT, exit, fail, refuse, root, start, step } from './lib/env.mts'
-import { followDeployment, nomadConnection, planJob, runJob, shq, timeoutSeconds, type Nomad } from './lib/connect.mts'
+import { type Checks, exit, EXIT, fail, refuse, root, shq, start, step } from './lib/env.mts'
+import { followDeployment, planJob, runJob } from './lib/deployment.mts'
+import { chooseFlow, vaultSettings } from './lib/identity.mts'
+import { atLeast, nomadConnection, nomadVersions, timeoutSeconds, type Nomad } from './lib/nomad.mts'
 
 const JOB = 'cedra-storefront'
 const FILE = path.join(root, 'jobs/cedra-storefront.nomad')
@@ -55,7 +64,7 @@ check.tool('docker', 'install Docker with buildx: https://docs.docker.com/get-do
 check.tool('git', 'install git')
 const source = check.localPath('STOREFRONT_SOURCE_DIR', '../cedra-storefront') ?? '' // '' when set but empty (refused)
 const image = check.need('STOREFRONT_IMAGE')
-const secrets = check.kvPath('STOREFRONT_VAULT_PATH', 'secret/cedra/prod')
+const secrets = check.kvPath('STOREFRONT_VAULT_PATH', 'secret/cedra/prod', check.optional('STOREFRONT_VAULT_MOUNT'))
 const badImage = image && imageProblem(image)
 if (badImage) check.problem(`STOREFRONT_IMAGE=${JSON.stringify(image)} ${badImage}`)
 const count = check.optional('STOREFRONT_COUNT')
@@ -64,12 +73,14 @@ if (count !== undefined && !(/^\d+$/.test(count) && Number(count) >= 2))
 const autoPromote = check.optional('STOREFRONT_AUTO_PROMOTE')
 if (autoPromote !== undefined && !['true', 'false'].includes(autoPromote))
   check.problem(`STOREFRONT_AUTO_PROMOTE=${JSON.stringify(autoPromote)} must be true or false`)
+const vaultAuth = vaultSettings(check)
 const timeout = timeoutSeconds(flags.timeout, check)
 const tag = await sourceTag(check, source, Boolean(flags['allow-dirty']))
 check.done()
 
 const ref = `${image}:${tag ?? '$TAG'}`
 const vars: Record<string, string> = { image, image_tag: tag ?? '$TAG', vault_secret: secrets.api, ...(count ? { count } : {}), ...(autoPromote ? { auto_promote: autoPromote } : {}) }
+const dryVault = { vault_auth: vaultAuth.auth ?? 'identity', ...(vaultAuth.auth !== 'token' ? { vault_role: vaultAuth.role } : {}) }
 // Docker needs none of the secrets the configuration may hold.
 const dockerEnv: Record<string, string | undefined> = { ...process.env }
 for (const name of ['NOMAD_TOKEN', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'REVALIDATE_SECRET', 'SESSION_SECRET', 'VALKEY_PASSWORD', 'ARANGO_ROOT_PASSWORD'])
@@ -77,14 +88,15 @@ for (const name of ['NOMAD_TOKEN', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'REVALIDA
 
 if (dryRun) {
   const q = (s: string) => (s.includes('$') ? `"${s}"` : shq(s))
-  const v = Object.entries(vars).map(([k, val]) => ` ${q(`-var=${k}=${val}`)}`).join('')
+  const v = Object.entries({ ...vars, ...dryVault }).map(([k, val]) => ` ${q(`-var=${k}=${val}`)}`).join('')
   const rel = path.relative(process.cwd(), FILE)
   const f = shq(rel && !rel.startsWith('..') ? rel : FILE)
   console.log([
     nomad.exportLine,
     ...(tag ? [] : [`TAG=$(git -C ${shq(source)} rev-parse --short=12 HEAD)`]),
+    '# vault_auth: identity on Nomad 1.10+ (workload identity); token on 1.6 (legacy policies); on 1.7-1.9 DEPLOY_VAULT_AUTH, default token',
     `nomad job plan${v} ${f}`,
-    `docker build --platform ${PLATFORM} -t ${q(ref)} ${shq(source)}`,
+    `docker build --platform ${PLATFORM} --load -t ${q(ref)} ${shq(source)}`,
     `docker push ${q(ref)}`,
     `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach${v} ${f}`,
     `# then follow the deployment: nomad job deployments -latest ${JOB}`,
@@ -92,9 +104,14 @@ if (dryRun) {
   exit(EXIT.done)
 }
 
-// Plan: before the long build, prove the cluster answers, accepts the token, and needs this version.
+// Plan: before the long build, prove the cluster answers, accepts the token and the job's Vault and
+// Consul flow, and needs this version.
+step(`Ask Nomad at ${nomad.addr} which version it runs`)
+const versions = await nomadVersions(nomad)
+const { flow, vars: flowVars } = chooseFlow(nomad, versions, vaultAuth)
+Object.assign(vars, flowVars)
 step(`Plan ${JOB} with ${ref}`)
-const plan = await planJob(nomad, JOB, FILE, vars)
+const plan = await planJob(nomad, JOB, FILE, vars, flow)
 if (plan.unchanged) {
   console.log(`${JOB} already runs ${ref} (the plan shows no change): nothing was built, pushed or run`)
   usefulCommands()
@@ -107,12 +124,17 @@ const dockerProblems = []
 if (!engine.ok) dockerProblems.push(`docker version failed (${lastLine(engine)}): is the engine running? Start Docker Desktop, or check DOCKER_HOST / docker context`)
 if (!buildx.ok) dockerProblems.push(`docker buildx version failed (${lastLine(buildx)}): install the buildx plugin (Docker Desktop has it; Debian: docker-buildx-plugin)`)
 if (dockerProblems.length) refuse(dockerProblems)
+if (!atLeast(versions.server, '1.10') && !vaultAuth.consulToken)
+  console.error(`note: Nomad ${versions.server} checks a submitter Consul token only at job run, after the build and push (consul.allow_unauthenticated = false;
+  nothing reveals it earlier): if the cluster demands one, stop now and set DEPLOY_CONSUL_SUBMIT_TOKEN`)
 
 // --- point of no return ---
 
 // Build and push
 step(`Build ${ref} for ${PLATFORM} from ${source}`)
-const build = await streamed($({ env: dockerEnv, nothrow: true, timeout: '60m' })`docker build --platform ${PLATFORM} -t ${ref} ${source}`)
+// --load: with a non-default buildx builder (docker-container driver, common in CI) the image would
+// otherwise stay in the build cache and the push would find nothing (docs.docker.com/build/drivers).
+const build = await streamed($({ env: dockerEnv, nothrow: true, timeout: '60m' })`docker build --platform ${PLATFORM} --load -t ${ref} ${source}`)
 if (!build.ok) fail(`docker build of ${ref} ${how(build)}: ${lastLine(build, /^ERROR/)} (its output is above)`)
 step(`Push ${ref}`)
 const push = await streamed($({ env: dockerEnv, nothrow: true, timeout: '30m' })`docker push ${ref}`)

@@ -10,14 +10,20 @@
 //     and prints the client block to add by hand (no script changes the Nomad configuration);
 //   - valkey_password in Vault at STOREFRONT_VAULT_PATH: deploy/put_storefront_secrets.mts.
 // The job reads the password from Vault itself (a template); this script never sees it, and never
-// hands VAULT_TOKEN to nomad. The Vault path given to the job comes from STOREFRONT_VAULT_PATH, the
+// hands VAULT_TOKEN to nomad. The cluster's version decides how the job reaches Vault (workload
+// identity and a role on 1.10+, legacy policies on 1.6): a mismatch is refused before the run. The Vault path given to the job comes from STOREFRONT_VAULT_PATH, the
 // setting put_storefront_secrets writes to, so the two cannot drift.
 //
-// Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md).
+// Needs: nomad CLI 1.6+ (the servers' version; 2.0 is current); the TLS files when NOMAD_ADDR is https (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
-//        STOREFRONT_VAULT_PATH (default secret/cedra/prod), VALKEY_DATA_DIR (default /opt/valkey_data,
-//        only shown in the host_volume reminder),
+//        STOREFRONT_VAULT_PATH (default secret/cedra/prod), STOREFRONT_VAULT_MOUNT (default: its first
+//          segment; name a nested KV v2 mount such as team/kv), VALKEY_DATA_DIR (default /opt/valkey_data,
+//          only shown in the host_volume reminder),
+//        DEPLOY_VAULT_AUTH (optional: identity or token; unset: identity on Nomad 1.10+, token on 1.6,
+//          token on 1.7-1.9 unless set), STOREFRONT_VAULT_ROLE (default cedra-storefront: the Vault role
+//          of the workload identity), DEPLOY_VAULT_SUBMIT_TOKEN and DEPLOY_CONSUL_SUBMIT_TOKEN (optional
+//          secrets, Nomad 1.6-1.9 only: the submitter tokens a cluster without allow_unauthenticated demands),
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing
@@ -26,8 +32,11 @@
 //   -h, --help        this help
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
 import path from 'node:path'
-import { type Checks, exit, root, start, step } from './lib/env.mts'
-import { deployPlanned, hostVolumeBlock, nomadConnection, planCommands, planJob, timeoutSeconds } from './lib/connect.mts'
+import { exit, root, start, step } from './lib/env.mts'
+import { deployPlanned, planCommands, planJob } from './lib/deployment.mts'
+import { chooseFlow, vaultSettings, vaultSetupSteps } from './lib/identity.mts'
+import { nomadConnection, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
+import { hostVolumeBlock } from './lib/volume.mts'
 
 const JOB = 'valkey'
 const FILE = path.join(root, 'jobs/valkey.nomad')
@@ -35,24 +44,30 @@ const FILE = path.join(root, 'jobs/valkey.nomad')
 // Check
 const { check, dryRun, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } } })
 const nomad = nomadConnection(check)
-const secretPath = check.kvPath('STOREFRONT_VAULT_PATH', 'secret/cedra/prod')
+const secretPath = check.kvPath('STOREFRONT_VAULT_PATH', 'secret/cedra/prod', check.optional('STOREFRONT_VAULT_MOUNT'))
 const dataDir = check.remotePath('VALKEY_DATA_DIR', '/opt/valkey_data')
+const vaultAuth = vaultSettings(check)
 const timeout = timeoutSeconds(flags.timeout, check)
 check.done()
-const vars = { vault_secret: secretPath.api }
+const vars: Record<string, string> = { vault_secret: secretPath.api }
 const needs = `Valkey needs the host volume "valkey_data" on a client (deploy/deploy_valkey_volume.mts) and valkey_password in Vault at ${secretPath.path} (deploy/put_storefront_secrets.mts)`
 
 if (dryRun) {
   console.log(`# ${needs}`)
-  console.log(planCommands(nomad, FILE, vars).join('\n'))
+  console.log('# vault_auth: identity on Nomad 1.10+ (workload identity); token on 1.6 (legacy policies); on 1.7-1.9 DEPLOY_VAULT_AUTH, default token')
+  const dryVault = { vault_auth: vaultAuth.auth ?? 'identity', ...(vaultAuth.auth !== 'token' ? { vault_role: vaultAuth.role } : {}) }
+  console.log(planCommands(nomad, FILE, { ...vars, ...dryVault }).join('\n'))
   console.log(`# then follow the deployment: nomad job deployments -latest ${JOB}`)
   exit(0)
 }
 
 // Plan
 console.error(`note: ${needs}`)
+step(`Ask Nomad at ${nomad.addr} which version it runs`)
+const { flow, vars: flowVars } = chooseFlow(nomad, await nomadVersions(nomad), vaultAuth)
+Object.assign(vars, flowVars)
 step(`Plan ${JOB} (password from Vault at ${secretPath.api})`)
-const plan = await planJob(nomad, JOB, FILE, vars)
+const plan = await planJob(nomad, JOB, FILE, vars, flow)
 
 // --- point of no return ---
 const result = await deployPlanned(nomad, plan, timeout)
@@ -63,7 +78,8 @@ Before the first deploy (both one-time, neither applied by this script):
   - valkey_password in Vault at ${secretPath.path}: npx tsx deploy/put_storefront_secrets.mts
   - the host volume "valkey_data" on the client that runs Valkey (deploy/deploy_valkey_volume.mts creates the directory).
 ${hostVolumeBlock('valkey_data', dataDir)}
-A deployment that stays pending usually lacks one of them: see nomad job status ${JOB} ("missing compatible host volumes")
+${flow === 'identity' && plan.created ? `${vaultSetupSteps(vaultAuth.role, secretPath.api)}
+` : ''}A deployment that stays pending usually lacks one of them: see nomad job status ${JOB} ("missing compatible host volumes")
 or the alloc's events ("Missing: vault.read(${secretPath.api})").
 
 Useful commands:

@@ -19,7 +19,8 @@
 //   -h, --help        this help
 // Exit: 0 done (or already there), 1 a step failed (ssh included), 2 refused before changing anything.
 import { exit, start, step } from './lib/env.mts'
-import { hostVolumeBlock, lookAtVolume, makeVolume, openSsh, sshTarget, volumeCommands } from './lib/connect.mts'
+import { openSsh, sshTarget } from './lib/ssh.mts'
+import { hostVolumeBlock, lookAtVolume, makeVolume, volumeCommands } from './lib/volume.mts'
 
 const VOLUME = 'valkey_data'
 

@@ -21,7 +21,8 @@
 // Exit: 0 promoted and deployed; 1 nothing to promote, the canary is not healthy, the deployment
 //       failed or rolled back, or --timeout reached; 2 refused before changing anything.
 import { EXIT, exit, fail, start, step } from './lib/env.mts'
-import { followDeployment, nomadConnection, nomadError, timeoutSeconds } from './lib/connect.mts'
+import { followDeployment } from './lib/deployment.mts'
+import { nomadConnection, nomadError, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
 
 const JOB = 'cedra-storefront'
 
@@ -47,9 +48,11 @@ if (dryRun) {
 
 // Plan: is there a canary waiting for promotion?
 step(`Read the latest deployment of ${JOB}`)
+await nomadVersions(nomad)
 const latest = await nomad.$`nomad job deployments -latest -json ${JOB}`
 if (!latest.ok) {
-  if (/No job\(s\) with prefix or id/.test(latest.stderr)) nothingToPromote(`${JOB} is not deployed on ${nomad.addr}`)
+  // command/meta.go@v1.6.10 and @v2.0.5: `No job(s) with prefix or ID "x" found` (capital ID).
+  if (/No job\(s\) with prefix or ID/.test(latest.stderr)) nothingToPromote(`${JOB} is not deployed on ${nomad.addr}`)
   const { message, code } = nomadError(nomad, latest)
   if (code !== EXIT.refused) fail(`nomad job deployments: ${message}`)
   console.error(`✗ nomad job deployments: ${message}`)
@@ -67,9 +70,12 @@ step(`Promote the canary of ${JOB} version ${d.JobVersion} (deployment ${id})`)
 const promoted = await nomad.$`nomad job promote -detach ${JOB}`
 if (!promoted.ok) {
   const text = `${promoted.stderr}\n${promoted.stdout}`
-  if (/has no deployment to promote|can't promote terminal deployment|no canaries to promote/.test(text))
+  // command/job_promote.go (`Job %q has no deployment to promote`) and nomad/structs/errors.go@v2.0.5
+  // (`can't promote terminal deployment`); too few healthy canaries: nomad/state/state_store.go@v2.0.5
+  // `Task group %q has %d/%d healthy allocations`.
+  if (/has no deployment to promote|can't promote terminal deployment/.test(text))
     nothingToPromote(`Nomad says: ${text.trim().split('\n')[0]}`)
-  const unhealthy = text.match(/Task group "[^"]+" has \d+\/\d+ healthy allocations|Canary allocation "[^"]+" for group "[^"]+" is not healthy/)
+  const unhealthy = text.match(/Task group "[^"]+" has \d+\/\d+ healthy allocations/)
   if (unhealthy)
     fail(`the canary of ${JOB} version ${d.JobVersion} is not healthy yet (${unhealthy[0]}): nothing was promoted; wait and run again (nomad deployment status ${id}), or revert (npx tsx deploy/revert_storefront.mts)`)
   fail(`nomad job promote: ${nomadError(nomad, promoted).message}`)

@@ -28,7 +28,7 @@
 import { randomBytes } from 'node:crypto'
 import type { ProcessOutput } from 'zx'
 import { askHidden, EXIT, exit, fail, refuse, secret, start, step } from './lib/env.mts'
-import { nomadConnection, nomadError } from './lib/connect.mts'
+import { nomadConnection, nomadError, nomadVersions } from './lib/nomad.mts'
 
 const VAR_PATH = 'nomad/jobs/arangodb-agent-economique'
 const ITEM = 'root_password'
@@ -55,6 +55,9 @@ if (dryRun) {
 
 // Read what is stored (the other items must survive the write)
 step(`Read the Nomad Variable ${VAR_PATH}`)
+await nomadVersions(nomad)
+// A 403 reads "Variable not found" up to Nomad 1.11.1 (api/variables.go); from 1.11.2 it is a 403
+// error, refused below. Before, a token that may not read fails at the write instead (check-and-set).
 const read = await nomad.$`nomad var get -out json ${VAR_PATH}`
 let items: Record<string, string> = {}
 let index = 0

@@ -16,6 +16,8 @@
 // Needs: vault CLI; a token whose policy allows read, create and update on <mount>/data/<path>.
 // Reads: VAULT_ADDR, VAULT_TOKEN (secret), VAULT_CACERT (optional CA file, relative to the repository root),
 //        STOREFRONT_VAULT_PATH (default secret/cedra/prod, the KV path as the vault CLI takes it),
+//        STOREFRONT_VAULT_MOUNT (default: the first segment of STOREFRONT_VAULT_PATH; name a nested KV v2
+//          mount such as team/kv: the vault commands then run as -mount=team/kv cedra/prod),
 //        REVALIDATE_SECRET, SESSION_SECRET (secrets), VALKEY_PASSWORD (secret; at least 16 characters
 //        of A-Z a-z 0-9 . _ ~ -, as it goes into Valkey's config file and a redis:// URL),
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each vault command may take).
@@ -26,8 +28,9 @@
 // Exit: 0 done (or unchanged), 1 a step failed, 2 refused before changing anything.
 import { randomBytes } from 'node:crypto'
 import { $, type ProcessOutput } from 'zx'
-import { askHidden, type Checks, EXIT, exit, fail, refuse, secret, start, step } from './lib/env.mts'
-import { noAnswer, readCerts, shq, timedOut } from './lib/connect.mts'
+import { askHidden, type Checks, exit, EXIT, fail, refuse, secret, shq, start, step } from './lib/env.mts'
+import { noAnswer, timedOut } from './lib/nomad.mts'
+import { readCerts } from './lib/tls.mts'
 
 const KEYS = [
   { key: 'revalidate_secret', env: 'REVALIDATE_SECRET', generate: false },
@@ -41,7 +44,7 @@ const PASSWORD_RULE = "must be at least 16 characters of A-Z a-z 0-9 . _ ~ - (it
 // Check
 const { check, dryRun } = start(import.meta.url)
 const vault = vaultConnection(check)
-const where = check.kvPath('STOREFRONT_VAULT_PATH', 'secret/cedra/prod')
+const where = check.kvPath('STOREFRONT_VAULT_PATH', 'secret/cedra/prod', check.optional('STOREFRONT_VAULT_MOUNT'))
 const given: Record<string, string | undefined> = {}
 for (const { key, env } of KEYS) given[key] = secret(check.optional(env))
 if (given.valkey_password && !passwordOk(given.valkey_password)) check.problem(`VALKEY_PASSWORD ${PASSWORD_RULE}`)
@@ -51,10 +54,10 @@ check.done()
 if (dryRun) {
   console.log([
     vault.exportLine,
-    `vault kv get -format=json ${where.path}`,
+    `vault kv get -format=json ${where.args.join(' ')}`,
     `# set ${KEYS.map((k) => k.key).join(', ')} in the data read (other keys kept), then write it back as one JSON`,
     '# object on stdin, check-and-set against the version read (0 when nothing is stored yet):',
-    `vault kv put -format=json -cas="$VERSION_READ" ${where.path} - <<<"$DATA_READ_WITH_NEW_VALUES_AS_JSON"`,
+    `vault kv put -format=json -cas="$VERSION_READ" ${where.args.join(' ')} - <<<"$DATA_READ_WITH_NEW_VALUES_AS_JSON"`,
   ].join('\n'))
   exit(EXIT.done)
 }
@@ -97,7 +100,7 @@ if (!changes.length) {
 
 // --- point of no return ---
 step(`Write version ${stored.version + 1} of ${where.path} (check-and-set against version ${stored.version})`)
-const out = await vault.$({ input: JSON.stringify(merged) })`vault kv put -format=json -cas=${stored.version} ${where.path} -`
+const out = await vault.$({ input: JSON.stringify(merged) })`vault kv put -format=json -cas=${stored.version} ${where.args} -`
 if (!out.ok) {
   if (/check-and-set parameter did not match/.test(out.stderr))
     fail(`${where.path} changed in Vault since it was read (version ${stored.version}): nothing was overwritten; run again to merge into the new version`)
@@ -111,7 +114,7 @@ if (changes.some((c) => c.startsWith('valkey_password')) && stored.version)
   console.log('valkey_password changed: Nomad re-renders the Valkey and storefront templates and restarts those tasks.')
 console.log(`
 Useful commands:
-  vault kv metadata get ${where.path}${version > 1 ? `\n  vault kv rollback -version=${version - 1} ${where.path}` : ''}
+  vault kv metadata get ${where.args.join(' ')}${version > 1 ? `\n  vault kv rollback -version=${version - 1} ${where.args.join(' ')}` : ''}
   npx tsx deploy/deploy_valkey.mts`)
 
 // ---------------------------------------------------------------------------------------------
@@ -152,11 +155,11 @@ function generated(): string {
 
 /** `vault kv get -format=json`: the version and data stored, or version 0 when nothing is. */
 async function readSecret(): Promise<{ version: number; data: Record<string, unknown> }> {
-  const out = await vault.$`vault kv get -format=json ${where.path}`
+  const out = await vault.$`vault kv get -format=json ${where.args}`
   if (!out.ok) {
     // "No value found at <path>" (exit 2): nothing stored yet. KV v2 names the API path, with /data/.
     const none = out.stderr.match(/^No value found at (\S+)/m)
-    if (none && none[1] !== where.api) refuse([`${where.path} is not in a KV version 2 mount (vault reads it as ${none[1]}): this script needs KV v2 for versions and check-and-set`])
+    if (none && none[1] !== where.api) refuse([`${where.path} is not in a KV version 2 mount ${where.mount} (vault reads it as ${none[1]}): this script needs KV v2 for versions and check-and-set`])
     if (none) return { version: 0, data: {} }
     const { message, code } = vaultError(out)
     if (code !== EXIT.refused) fail(`vault kv get ${where.path}: ${message}`)
@@ -189,7 +192,7 @@ function vaultError(out: ProcessOutput): { message: string; code: number } {
   const lines = text.split('\n').filter(Boolean)
   const reason = text.match(/^\* (.+)$/m)?.[1] ?? lines.at(-1) ?? 'no message'
   if (/^Code: 403\./m.test(text))
-    return { code: EXIT.refused, message: `Vault at ${vault.addr} refused the token (403): check VAULT_TOKEN and that its policy allows read, create and update on ${where.api} (${reason})` }
+    return { code: EXIT.refused, message: `Vault at ${vault.addr} refused the token (403): check VAULT_TOKEN and that its policy allows read, create and update on ${where.api}, and that ${where.mount} is the KV mount (STOREFRONT_VAULT_MOUNT; a nested mount such as team/kv must be named) (${reason})` }
   if (/x509|certificate|tls:|CA File/i.test(text))
     return { code: EXIT.refused, message: `TLS with Vault at ${vault.addr} failed: check VAULT_CACERT and VAULT_ADDR (${reason})` }
   if (timedOut(out, vault.limit)) return { code: EXIT.failed, message: `cannot reach Vault at ${vault.addr}: a connection problem (${noAnswer(vault.limit)})` }

@@ -11,9 +11,11 @@
 // promote_storefront.mts), deployment successful, or deployment failed / rolled back (Nomad's reason).
 // A failed deployment reverts by itself (auto_revert); this script is for a manual rollback.
 //
-// Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md).
+// Needs: nomad CLI 1.6+ (the servers' version; 2.0 is current); the TLS files when NOMAD_ADDR is https (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
+//        DEPLOY_VAULT_SUBMIT_TOKEN and DEPLOY_CONSUL_SUBMIT_TOKEN (optional secrets, Nomad 1.6-1.9 only:
+//          the submitter tokens a cluster without allow_unauthenticated demands on a revert too),
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   <version>         the job version to go back to (see: nomad job history cedra-storefront)
@@ -24,8 +26,10 @@
 // Exit: 0 reverted (canary waiting for promotion, or deployed); 1 a step failed, the deployment failed
 //       or rolled back, or --timeout reached; 2 refused before changing anything (no version, not a
 //       whole number, unknown or current version).
-import { EXIT, exit, fail, refuse, start, step } from './lib/env.mts'
-import { followDeployment, nomadConnection, nomadError, shq, timeoutSeconds } from './lib/connect.mts'
+import { exit, EXIT, fail, refuse, secret, shq, start, step } from './lib/env.mts'
+import { followDeployment } from './lib/deployment.mts'
+import { flowProblem } from './lib/identity.mts'
+import { atLeast, nomadConnection, nomadError, nomadVersions, nomadWithTokens, timeoutSeconds } from './lib/nomad.mts'
 
 const JOB = 'cedra-storefront'
 
@@ -35,6 +39,8 @@ type Version = { Version: number; Stable: boolean; SubmitTime: number; TaskGroup
 const { check, dryRun, flags, args } = start(import.meta.url, { options: { timeout: { type: 'string' } }, positionals: '<version>' })
 const nomad = nomadConnection(check)
 const timeout = timeoutSeconds(flags.timeout, check)
+// Nomad 1.6-1.9 check the submitter's tokens on a revert as on a run (nomad/job_endpoint.go@v1.9.7 Revert).
+const submitTokens = { VAULT_TOKEN: secret(check.optional('DEPLOY_VAULT_SUBMIT_TOKEN')), CONSUL_HTTP_TOKEN: secret(check.optional('DEPLOY_CONSUL_SUBMIT_TOKEN')) }
 const wanted = args[0]
 if (args.length > 1) check.problem(`give one version, not ${args.length} arguments (${args.join(' ')})`)
 if (wanted !== undefined && !/^\d+$/.test(wanted))
@@ -50,9 +56,12 @@ if (dryRun) {
 
 // Plan: the job's versions (reading them also proves the cluster answers and accepts the token)
 step(`Read the history of ${JOB}`)
+const { server } = await nomadVersions(nomad)
+if (!atLeast(server, '1.10')) nomadWithTokens(nomad, submitTokens)
 const history = await nomad.$`nomad job history -json ${JOB}`
 if (!history.ok) {
-  if (/No job\(s\) with prefix or id/.test(history.stderr)) refuse([`${JOB} is not deployed on ${nomad.addr}: there is nothing to revert`])
+  // command/meta.go@v1.6.10 and @v2.0.5: `No job(s) with prefix or ID "x" found` (capital ID).
+  if (/No job\(s\) with prefix or ID/.test(history.stderr)) refuse([`${JOB} is not deployed on ${nomad.addr}: there is nothing to revert`])
   const { message, code } = nomadError(nomad, history)
   if (code !== EXIT.refused) fail(`nomad job history: ${message}`)
   console.error(`✗ nomad job history: ${message}`)
@@ -77,7 +86,10 @@ if (!versions.some((v) => v.Version === target)) {
 // --- point of no return ---
 step(`Revert ${JOB} from version ${current.Version} to version ${target}`)
 const reverted = await nomad.$`nomad job revert -detach ${JOB} ${String(target)}`
-if (!reverted.ok) fail(`nomad job revert: ${nomadError(nomad, reverted).message}`)
+if (!reverted.ok) {
+  const problem = flowProblem(reverted.stderr, 'token', server)
+  fail(`nomad job revert: ${problem ? `${problem}; Nomad registered nothing` : nomadError(nomad, reverted).message}`)
+}
 const inspect = await nomad.$`nomad job inspect -t ${'{{.Version}}'} ${JOB}`
 if (!inspect.ok) fail(`nomad job inspect: ${nomadError(nomad, inspect).message}`)
 const version = Number(inspect.stdout.trim())

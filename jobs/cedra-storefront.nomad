@@ -12,12 +12,35 @@
 # template: they are never in this file nor a -var. The Vault path is the vault_secret variable, which
 # deploy_storefront passes from STOREFRONT_VAULT_PATH, the setting put_storefront_secrets writes to.
 # Valkey (jobs/valkey.nomad) is found through Consul.
-# Needs Nomad 1.6+ with Consul and Vault integrations, and the Docker driver on the clients.
+# Needs Nomad 1.6+ (2.0 is the current line) with Consul and Vault integrations, and the Docker driver on the clients.
 
 variable "vault_secret" {
   type        = string
   description = "KV v2 API path of the storefront secrets (STOREFRONT_VAULT_PATH with /data/ after the mount)"
   default     = "secret/data/cedra/prod"
+}
+
+variable "vault_auth" {
+  type        = string
+  description = "How the task logs in to Vault: identity (workload identity and vault_role: Nomad 1.7+, the only way on 1.10+) or token (legacy policies: Nomad 1.6-1.9)."
+  default     = "identity"
+
+  validation {
+    condition     = contains(["identity", "token"], var.vault_auth)
+    error_message = "The vault_auth must be identity or token."
+  }
+}
+
+variable "vault_role" {
+  type        = string
+  description = "Vault JWT auth role for the workload identity (STOREFRONT_VAULT_ROLE); it must allow read on vault_secret."
+  default     = "cedra-storefront"
+}
+
+variable "vault_policies" {
+  type        = list(string)
+  description = "Vault policies of the legacy token flow (Nomad 1.6-1.9); they must allow read on vault_secret."
+  default     = ["cedra-storefront"]
 }
 
 variable "image" {
@@ -85,6 +108,12 @@ job "cedra-storefront" {
       }
     }
 
+    # The Valkey template below reads Consul. Since Nomad 1.10 a task gets a Consul identity for its
+    # templates only when its group or task has a consul block (#25298,
+    # nomad/job_endpoint_hook_implicit_identities.go@v1.10.0); without one, with Consul ACLs on, the
+    # template renders nothing. The group-level block is the one a 1.6 CLI parses too (api/tasks.go@v1.6.10).
+    consul {}
+
     # The tags are what HAProxy selects instances by (jobs/haproxy.cfg): "haproxy" for the shared
     # paths (/, /_next, /api), one per language path. Every instance serves every language today.
     # The canary carries the same tags (so it takes its share of traffic) plus "canary", to find
@@ -125,12 +154,26 @@ job "cedra-storefront" {
         PORT     = "3000"
       }
 
-      # Nomad 1.6: a Vault token with these policies is given to the task (the policy must allow
-      # read on var.vault_secret, secret/data/cedra/prod by default). Nomad 1.7+ uses workload identity instead:
-      #   vault { role = "cedra-storefront" }   (and 1.10 removes `policies`).
-      vault {
-        policies    = ["cedra-storefront"]
-        change_mode = "restart"
+      # Vault, one of two ways (deploy_storefront chooses from the cluster's version: DEPLOYMENT_GUIDE.md,
+      # "Supported versions"); exactly one of these blocks exists in the job that Nomad receives:
+      # - "identity" (Nomad 1.7+ with workload identity; the only way on 1.10+): the task logs in to
+      #   Vault with its workload identity and the JWT auth role var.vault_role, which must allow read
+      #   on var.vault_secret. 1.10+ silently drops `policies`, so they are never sent there.
+      # - "token" (Nomad 1.6-1.9 legacy flow): a Vault token with var.vault_policies. A 1.6 CLI does
+      #   not know `role` (api/tasks.go@v1.6.10): a dynamic block with no instance is never decoded.
+      dynamic "vault" {
+        for_each = var.vault_auth == "identity" ? [var.vault_role] : []
+        content {
+          role        = vault.value
+          change_mode = "restart"
+        }
+      }
+      dynamic "vault" {
+        for_each = var.vault_auth == "token" ? [var.vault_policies] : []
+        content {
+          policies    = vault.value
+          change_mode = "restart"
+        }
       }
 
       # The secrets, from Vault KV v2 (note /data/ in the path and .Data.data), into the environment.

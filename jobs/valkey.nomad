@@ -14,6 +14,29 @@ variable "vault_secret" {
   default     = "secret/data/cedra/prod"
 }
 
+variable "vault_auth" {
+  type        = string
+  description = "How the tasks log in to Vault: identity (workload identity and vault_role: Nomad 1.7+, the only way on 1.10+) or token (legacy policies: Nomad 1.6-1.9)."
+  default     = "identity"
+
+  validation {
+    condition     = contains(["identity", "token"], var.vault_auth)
+    error_message = "The vault_auth must be identity or token."
+  }
+}
+
+variable "vault_role" {
+  type        = string
+  description = "Vault JWT auth role for the workload identity (STOREFRONT_VAULT_ROLE); it must allow read on vault_secret."
+  default     = "cedra-storefront"
+}
+
+variable "vault_policies" {
+  type        = list(string)
+  description = "Vault policies of the legacy token flow (Nomad 1.6-1.9); they must allow read on vault_secret."
+  default     = ["cedra-storefront"]
+}
+
 variable "datacenters" {
   type    = list(string)
   default = ["dc1"]
@@ -42,12 +65,24 @@ job "valkey" {
       read_only = false
     }
 
-    # Nomad 1.6: the tasks get a Vault token with these policies (the policy must allow read on
-    # secret/data/cedra/prod). Nomad 1.7+ with workload identity uses `vault { role = "cedra-storefront" }`
-    # instead (a JWT auth role bound to this job), and Nomad 1.10 removes `policies`.
-    vault {
-      policies    = ["cedra-storefront"]
-      change_mode = "restart"
+    # Vault for both tasks, one of two ways (deploy_valkey chooses from the cluster's version, as
+    # deploy_storefront does; exactly one block reaches Nomad):
+    # - "identity" (Nomad 1.7+ with workload identity; the only way on 1.10+): JWT auth role var.vault_role;
+    # - "token" (Nomad 1.6-1.9 legacy flow): a Vault token with var.vault_policies. A 1.6 CLI does not
+    #   know `role` (api/tasks.go@v1.6.10): a dynamic block with no instance is never decoded.
+    dynamic "vault" {
+      for_each = var.vault_auth == "identity" ? [var.vault_role] : []
+      content {
+        role        = vault.value
+        change_mode = "restart"
+      }
+    }
+    dynamic "vault" {
+      for_each = var.vault_auth == "token" ? [var.vault_policies] : []
+      content {
+        policies    = vault.value
+        change_mode = "restart"
+      }
     }
 
     restart {

@@ -54,7 +54,7 @@ describe('deploy_arangodb: the main path', () => {
   it('does not run the job when the plan shows no change, and says so', async () => {
     storePassword()
     expect((await sb.run(SCRIPT)).code).toBe(0)
-    const before = sb.calls('nomad').length
+    const before = sb.commands('nomad').length
     const r = await sb.run(SCRIPT)
     expect(r.code).toBe(0)
     expect(r.stdout).toContain(`${JOB} is already up to date (the plan shows no change): nothing was run`)

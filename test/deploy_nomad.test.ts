@@ -38,7 +38,7 @@ describe('deploy_nomad: the main path', () => {
 
   it('does not run the job when the plan shows no change, and says so', async () => {
     expect((await sb.run(SCRIPT)).code).toBe(0)
-    const before = sb.calls('nomad').length
+    const before = sb.commands('nomad').length
     const r = await sb.run(SCRIPT)
     expect(r.code).toBe(0)
     expect(r.stdout).toContain('agent-economique is already up to date (the plan shows no change): nothing was run')

@@ -35,12 +35,14 @@ function commitAll(message: string): string {
 }
 const head = () => git('rev-parse', '--short=12', 'HEAD')
 const env = (extra: Record<string, string | undefined> = {}) => ({ env: { STOREFRONT_SOURCE_DIR: src, STOREFRONT_IMAGE: IMAGE, ...extra } })
-const plan = (tag: string, extra = '') => `job plan -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod${extra} ${JOBFILE}`
-const run = (index: number, tag: string, extra = '') => `job run -check-index ${index} -detach -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod${extra} ${JOBFILE}`
+// The Vault variables come last: the cluster's version decides them (2.0.5 by default: workload identity).
+const VAULT = ' -var=vault_auth=identity -var=vault_role=cedra-storefront'
+const plan = (tag: string, extra = '') => `job plan -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod${extra}${VAULT} ${JOBFILE}`
+const run = (index: number, tag: string, extra = '') => `job run -check-index ${index} -detach -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod${extra}${VAULT} ${JOBFILE}`
 const dockerCalls = (tag: string) => [
   'version --format {{.Server.Version}}',
   'buildx version',
-  `build --platform linux/amd64 -t ${IMAGE}:${tag} ${src}`,
+  `build --platform linux/amd64 --load -t ${IMAGE}:${tag} ${src}`,
   `push ${IMAGE}:${tag}`,
 ]
 
@@ -85,7 +87,7 @@ describe('deploy_storefront: the three outcomes', () => {
   it('a new commit: the canary is healthy and waits for promotion (exit 0), with the promote and revert commands', async () => {
     await firstDeploy()
     const tag = commitAll('second')
-    const before = sb.calls('nomad').length
+    const before = sb.commands('nomad').length
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code, r.stderr).toBe(0)
     expect(sb.commands('nomad').slice(before)).toEqual([
@@ -149,7 +151,7 @@ describe('deploy_storefront: the three outcomes', () => {
 describe('deploy_storefront: nothing needless, nothing overwritten', () => {
   it('the same commit again: the plan shows no change, so no build, no push, no run — and it says so', async () => {
     await firstDeploy()
-    const nomadBefore = sb.calls('nomad').length
+    const nomadBefore = sb.commands('nomad').length
     const dockerBefore = sb.calls('docker').length
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code).toBe(0)
@@ -232,7 +234,7 @@ describe('deploy_storefront: the image tag comes from git', () => {
   it('STOREFRONT_SOURCE_DIR defaults to ../cedra-storefront, relative to the repository root', async () => {
     const r = await sb.run(SCRIPT, ['--dry-run'], env({ STOREFRONT_SOURCE_DIR: undefined }))
     expect(r.code).toBe(0)
-    expect(r.stdout).toContain(`docker build --platform linux/amd64 -t "${IMAGE}:$TAG" ${path.resolve(root, '../cedra-storefront')}`)
+    expect(r.stdout).toContain(`docker build --platform linux/amd64 --load -t "${IMAGE}:$TAG" ${path.resolve(root, '../cedra-storefront')}`)
   })
 })
 
@@ -318,7 +320,7 @@ describe('deploy_storefront: flags and configuration', () => {
     const r = await sb.run(SCRIPT, ['--help'])
     expect(r.code).toBe(0)
     expect(r.stdout).toMatch(/^deploy_storefront: build the CEDRA storefront image/)
-    for (const s of ['Usage: npx tsx deploy/deploy_storefront.mts', 'Needs: nomad CLI 1.6+; docker with buildx', 'STOREFRONT_SOURCE_DIR (default ../cedra-storefront',
+    for (const s of ['Usage: npx tsx deploy/deploy_storefront.mts', 'Needs: nomad CLI 1.6+ (the servers\' version; 2.0 is current); docker with buildx', 'STOREFRONT_SOURCE_DIR (default ../cedra-storefront',
       'STOREFRONT_IMAGE (required', 'STOREFRONT_COUNT', 'STOREFRONT_AUTO_PROMOTE', '--allow-dirty', '--timeout D', 'docker login', 'Exit: 0'])
       expect(r.stdout).toContain(s)
     expect(sb.calls()).toEqual([])
@@ -354,10 +356,11 @@ describe('deploy_storefront: flags and configuration', () => {
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout.trim().split('\n')).toEqual([
       'export NOMAD_ADDR=http://127.0.0.1:4646',
-      `nomad job plan -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod -var=count=4 ${JOBFILE}`,
-      `docker build --platform linux/amd64 -t ${IMAGE}:${tag} ${src}`,
+      '# vault_auth: identity on Nomad 1.10+ (workload identity); token on 1.6 (legacy policies); on 1.7-1.9 DEPLOY_VAULT_AUTH, default token',
+      `nomad job plan -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod -var=count=4${VAULT} ${JOBFILE}`,
+      `docker build --platform linux/amd64 --load -t ${IMAGE}:${tag} ${src}`,
       `docker push ${IMAGE}:${tag}`,
-      `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod -var=count=4 ${JOBFILE}`,
+      `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod -var=count=4${VAULT} ${JOBFILE}`,
       '# then follow the deployment: nomad job deployments -latest cedra-storefront',
     ])
     expect(sb.calls()).toEqual([])
@@ -372,7 +375,7 @@ describe('deploy_storefront: flags and configuration', () => {
     expect(r.stderr).toMatch(/warning: a real run would refuse: docker not found on PATH/)
     expect(r.stderr).toMatch(/warning: a real run would refuse: STOREFRONT_SOURCE_DIR \(.*absent\) does not exist/)
     expect(r.stdout).toContain(`TAG=$(git -C ${path.join(sb.dir, 'absent')} rev-parse --short=12 HEAD)`)
-    expect(r.stdout).toContain('nomad job plan -var=image=registry.example.internal/cedra/storefront "-var=image_tag=$TAG" -var=vault_secret=secret/data/cedra/prod jobs/cedra-storefront.nomad')
+    expect(r.stdout).toContain('nomad job plan -var=image=registry.example.internal/cedra/storefront "-var=image_tag=$TAG" -var=vault_secret=secret/data/cedra/prod -var=vault_auth=identity -var=vault_role=cedra-storefront jobs/cedra-storefront.nomad')
     expect(r.stdout).toContain('docker push "registry.example.internal/cedra/storefront:$TAG"')
     expect(r.stdout).not.toContain('00000000-0000-0000-0000-000000000000')
     expect(sb.calls()).toEqual([])

@@ -30,7 +30,7 @@ function variablesRead(script: string): string[] {
   }
   scan(src)
   // The lib's exported functions that the script calls read variables too (nomadConnection, sshTarget, start...).
-  for (const lib of ['deploy/lib/env.mts', 'deploy/lib/connect.mts']) {
+  for (const lib of ['deploy/lib/env.mts', 'deploy/lib/nomad.mts', 'deploy/lib/deployment.mts', 'deploy/lib/ssh.mts', 'deploy/lib/tls.mts', 'deploy/lib/volume.mts']) {
     const text = read(lib)
     for (const m of text.matchAll(/^export (?:async )?function (\w+)/gm)) {
       if (!new RegExp(`\\b${m[1]}\\(`).test(src)) continue

@@ -33,7 +33,7 @@ describe('promote_storefront', () => {
     deployed('aaaaaaaaaaaa')
     const d = deployed('bbbbbbbbbbbb')
     expect(d.StatusDescription).toBe('Deployment is running but requires manual promotion')
-    const before = sb.calls('nomad').length
+    const before = sb.commands('nomad').length
     const r = await sb.run(SCRIPT)
     expect(r.code, r.stderr).toBe(0)
     expect(scriptCalls(before)).toEqual([
@@ -57,7 +57,7 @@ describe('promote_storefront', () => {
 
   it('nothing to promote (the latest deployment is over): a clear message, exit 1, no promote call', async () => {
     deployed('aaaaaaaaaaaa')
-    const before = sb.calls('nomad').length
+    const before = sb.commands('nomad').length
     const r = await sb.run(SCRIPT)
     expect(r.code).toBe(1)
     expect(r.stderr).toMatch(/✗ nothing to promote: its latest deployment [0-9a-f]{8} \(version 0\) is successful: Deployment completed successfully\./)
@@ -96,7 +96,7 @@ describe('promote_storefront', () => {
     deployed('aaaaaaaaaaaa')
     deployed('bbbbbbbbbbbb')
     sb.setState({ mode: 'forbidden' })
-    const before = sb.calls('nomad').length
+    const before = sb.commands('nomad').length
     const r = await sb.run(SCRIPT)
     expect(r.code).toBe(2)
     expect(r.stderr).toMatch(/refused the token \(403\): check NOMAD_TOKEN/)

@@ -15,8 +15,8 @@ const SESSION = 'canary-session-7004'
 const env = (extra: Record<string, string | undefined> = {}) => ({
   VAULT_ADDR: 'http://127.0.0.1:8200', VAULT_TOKEN: TOKEN, NOMAD_TOKEN, REVALIDATE_SECRET: REVALIDATE, SESSION_SECRET: SESSION, ...extra,
 })
-const GET = 'kv get -format=json secret/cedra/prod'
-const put = (cas: number) => `kv put -format=json -cas=${cas} secret/cedra/prod -`
+const GET = 'kv get -format=json -mount=secret cedra/prod'
+const put = (cas: number) => `kv put -format=json -cas=${cas} -mount=secret cedra/prod -`
 
 let sb: Sandbox
 beforeEach(() => {
@@ -96,7 +96,7 @@ describe('put_storefront_secrets: the main path', () => {
     expect(latest().valkey_password).toBe('canary-new-valkey-pw-7006')
     expect(r.stdout).toContain('version 2 written: valkey_password (changed, from VALKEY_PASSWORD)')
     expect(r.stdout).toContain('valkey_password changed: Nomad re-renders the Valkey and storefront templates and restarts those tasks')
-    expect(r.stdout).toContain('vault kv rollback -version=1 secret/cedra/prod')
+    expect(r.stdout).toContain('vault kv rollback -version=1 -mount=secret cedra/prod')
     expectNoLeak(r, ['canary-new-valkey-pw-7006', 'stored-valkey-password-03'])
   })
 
@@ -117,7 +117,7 @@ describe('put_storefront_secrets: the main path', () => {
     sb.setState({ mounts: { 'secret/': 2, 'kv/': 2 } }, 'vault')
     const r = await sb.run(SCRIPT, [], { env: env({ STOREFRONT_VAULT_PATH: 'kv/cedra/staging' }) })
     expect(r.code).toBe(0)
-    expect(sb.commands('vault')).toEqual(['kv get -format=json kv/cedra/staging', 'kv put -format=json -cas=0 kv/cedra/staging -'])
+    expect(sb.commands('vault')).toEqual(['kv get -format=json -mount=kv cedra/staging', 'kv put -format=json -cas=0 -mount=kv cedra/staging -'])
     expect(Object.keys(latest('kv/data/cedra/staging'))).toEqual(['revalidate_secret', 'session_secret', 'valkey_password'])
   })
 
@@ -186,8 +186,8 @@ describe('put_storefront_secrets: flags and configuration', () => {
     expect(sb.calls()).toEqual([])
     expect(r.stderr).toContain('warning: a real run would refuse: vault not found on PATH')
     expect(r.stdout).toContain('export VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN="$VAULT_TOKEN"')
-    expect(r.stdout).toContain('\nvault kv get -format=json secret/cedra/prod\n')
-    expect(r.stdout).toContain('vault kv put -format=json -cas="$VERSION_READ" secret/cedra/prod - <<<"$DATA_READ_WITH_NEW_VALUES_AS_JSON"')
+    expect(r.stdout).toContain('\nvault kv get -format=json -mount=secret cedra/prod\n')
+    expect(r.stdout).toContain('vault kv put -format=json -cas="$VERSION_READ" -mount=secret cedra/prod - <<<"$DATA_READ_WITH_NEW_VALUES_AS_JSON"')
     expectNoLeak(r, [TOKEN, NOMAD_TOKEN, REVALIDATE, SESSION, 'canary-valkey-pw-70090'])
   })
 

@@ -30,7 +30,7 @@ function deployed(tag: string, promote = true) {
 function twoVersions() {
   deployed('aaaaaaaaaaaa')
   deployed('bbbbbbbbbbbb')
-  return sb.calls('nomad').length
+  return sb.commands('nomad').length
 }
 
 describe('revert_storefront: the version', () => {

@@ -136,16 +136,24 @@ function checks(dryRun: boolean) {
       }
       return Number(v)
     },
-    /** A Vault KV v2 path as the vault CLI takes it (<mount>/<path>); `api` is what templates read (<mount>/data/<path>). */
-    kvPath(name: string, fallback: string): { path: string; api: string } {
+    /**
+     * A Vault KV v2 path as the vault CLI takes it (<mount>/<path>), and its mount: `mount` when given
+     * (a mount may be nested: team/kv), else the first segment. The vault CLI inserts /data/ after the
+     * WHOLE mount (command/kv_helpers.go addPrefixToKVPath): `api` is what templates read,
+     * <mount>/data/<path>; `args` name the mount explicitly for vault kv (-mount=<mount> <path>).
+     */
+    kvPath(name: string, fallback: string, mount?: string): { path: string; api: string; mount: string; args: string[] } {
       const v = c.get(name, fallback)
-      const parts = v.split('/')
+      const m = (mount ?? v.split('/')[0]).replace(/^\/+|\/+$/g, '')
+      const rest = v.startsWith(`${m}/`) ? v.slice(m.length + 1) : ''
+      const bad = (p: string) => p.split('/').some((x) => x === '.' || x === '..')
       if (v && !/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_.-]+)+$/.test(v))
         problems.push(`${name}=${JSON.stringify(v)} must be <mount>/<path> of letters, digits and _ . - (such as secret/cedra/prod)`)
-      else if (parts.some((p) => p === '.' || p === '..')) problems.push(`${name}=${JSON.stringify(v)} must not contain . or .. segments`)
-      else if (parts[1] === 'data')
-        problems.push(`${name}=${JSON.stringify(v)}: give the path as the vault CLI takes it, without /data/ (secret/cedra/prod, not secret/data/cedra/prod)`)
-      return { path: v, api: `${parts[0]}/data/${parts.slice(1).join('/')}` }
+      else if (bad(v) || bad(m)) problems.push(`${name}=${JSON.stringify(v)} must not contain . or .. segments`)
+      else if (!rest) problems.push(`${name}=${JSON.stringify(v)} is not inside the mount ${m}: it must start with ${m}/ (STOREFRONT_VAULT_MOUNT is the KV mount, such as secret or team/kv)`)
+      else if (rest.split('/')[0] === 'data')
+        problems.push(`${name}=${JSON.stringify(v)}: give the path as the vault CLI takes it, without /data/ (${m}/cedra/prod, not ${m}/data/cedra/prod)`)
+      return { path: v, api: `${m}/data/${rest}`, mount: m, args: [`-mount=${m}`, rest] }
     },
     /** A tool on PATH. */
     tool(name: string, hint: string) {
@@ -198,6 +206,11 @@ export function secret(value: string | undefined) {
   if (value && value.length >= 4) secrets.add(value)
   return value
 }
+/** POSIX sh single-quoting: safe for dash and bash alike (zx's $'...' is bash-only). */
+export function shq(s: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`
+}
+
 export function redact(text: string): string {
   let out = text
   for (const name of ['NOMAD_TOKEN', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'REGISTRY_PASSWORD']) secret(process.env[name])

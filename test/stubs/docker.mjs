@@ -11,6 +11,10 @@
 //         | "push-denied" (not logged in / no right on the repository) | "hang-build"
 //   images: the tags that exist locally (the double adds each one it builds)
 //   fail: ["push", "build", "version", "buildx version"] — these subcommands fail with a realistic error
+//   builder: "docker-container" — the current buildx builder is not the default one: a build without
+//            --load (or --push) leaves its result in the build cache only, with buildx's warning
+//            (docs.docker.com/build/drivers: "No output specified with docker-container driver"),
+//            so the image does not exist locally and a push of it fails
 // Concurrent calls (two deploys at once) keep each other's images: a call merges what it built or
 // pushed into the state file as it is then, under a lock file, and writes it atomically (rename).
 import { createHash } from 'node:crypto'
@@ -119,6 +123,7 @@ async function build(list) {
     '-f': { name: 'file', arity: 1 }, '--file': { name: 'file', arity: 1 }, '--progress': { name: 'progress', arity: 1 },
     '--pull': { name: 'pull', arity: 0 }, '--no-cache': { name: 'no-cache', arity: 0 }, '--build-arg': { name: 'build-arg', arity: 2 },
     '--label': { name: 'label', arity: 2 }, '-q': { name: 'quiet', arity: 0 }, '--quiet': { name: 'quiet', arity: 0 },
+    '--load': { name: 'load', arity: 0 }, '--push': { name: 'push', arity: 0 },
   }, 'docker buildx build')
   if (args.length !== 1) die(`ERROR: "docker buildx build" requires exactly 1 argument.\nSee 'docker buildx build --help'.\n\nUsage:  docker buildx build [OPTIONS] PATH | URL | -\n\nStart a build`)
   for (const t of flags.tag ?? []) if (!validRef(t)) die(`ERROR: invalid tag ${JSON.stringify(t)}: invalid reference format`)
@@ -130,7 +135,8 @@ async function build(list) {
   const dockerfile = flags.file ?? path.join(context, 'Dockerfile')
   const shown = path.basename(dockerfile)
   const progress = (lines) => err(lines.join('\n'))
-  progress(['#0 building with "default" instance using docker driver', '', '#1 [internal] load build definition from ' + shown])
+  const builder = state.builder ?? 'docker'
+  progress([`#0 building with "${builder === 'docker' ? 'default' : 'builder'}" instance using ${builder} driver`, '', '#1 [internal] load build definition from ' + shown])
   if (!existsSync(dockerfile)) {
     progress([`#1 transferring dockerfile: 2B done`, '#1 DONE 0.0s'])
     die(`ERROR: failed to solve: failed to read dockerfile: open ${shown}: no such file or directory`)
@@ -149,6 +155,10 @@ async function build(list) {
     die('ERROR: failed to solve: process "/bin/sh -c bun run build" did not complete successfully: exit code: 1')
   }
   const id = createHash('sha256').update(text).update(flags.platform ?? '').digest('hex')
+  if (builder !== 'docker' && !flags.load && !flags.push) {
+    progress(['#6 DONE 14.2s', `WARNING: No output specified with ${builder} driver. Build result will only remain in the build cache. To push result image into registry use --push or to load image into docker use --load`])
+    return
+  }
   progress(['#6 12.30 ✓ Compiled successfully', '#6 DONE 14.2s', '', '#7 exporting to image', '#7 exporting layers 0.3s done',
     `#7 writing image sha256:${id} done`, ...(flags.tag ?? []).map((t) => `#7 naming to ${t.includes('/') ? t : `docker.io/library/${t}`} done`), '#7 DONE 0.3s'])
   for (const t of flags.tag ?? []) {

@@ -1,5 +1,8 @@
 #!/usr/bin/env node
-// Test double of the nomad CLI (1.6), faithful to ../shared/reference/nomad-vault-cli.md:
+// Test double of the nomad CLI and its cluster, at the version the test names (state.version: "1.6.10",
+// "1.9.7", "1.10.5", "2.0.5"; default 2.0.5; state.cliVersion for a local CLI of another version).
+// Each version-dependent behaviour names the source it imitates (path@tag in hashicorp/nomad).
+// Faithful to ../shared/reference/nomad-vault-cli.md (corrected) and:
 // flags before positional arguments (Go `flag`), plan exit codes 0/1/255 and its trailer,
 // -check-index semantics, Nomad Variables with check-and-set, job versions, deployments that go
 // running -> successful, or canary -> waiting for promotion -> successful, or -> failed (auto-revert).
@@ -21,6 +24,15 @@
 //   fail: ["job inspect", ...] — these subcommands fail as on a cluster that lost its leader (500)
 //   barrier: { "job plan": 2 } — a call of that subcommand waits until that many calls of it have
 //            arrived, so that concurrent deploys all read the same state (e.g. the same modify index)
+//   version / cliVersion: see above
+//   nodeRead: false — the token may not read the servers (server members answers 403)
+//   vaultDefaultIdentity: true — (1.7-1.9) the servers set vault.default_identity (workload identity)
+//   vaultAllowUnauthenticated: false — (1.6-1.9) a submitter must give a Vault token (VAULT_TOKEN)
+//   consulAllowUnauthenticated: false — (1.6-1.9) a submitter must give a Consul token (CONSUL_HTTP_TOKEN) to job run/revert
+//   vaultDefaultRole: true — (1.10+) the client's create_from_role / the auth method's default_role
+//            grants the secret to a vault block without a role (default: no such role)
+//   consulACL: true — (1.10+) Consul ACLs on: a template that reads Consul gets nothing without a
+//            consul block in its group or task (#25298)
 // Like the server, the double applies one call at a time: a call takes a lock file before it reads
 // the state it acts on (after any barrier or hang) and writes it back atomically (rename).
 import { createHash, randomUUID } from 'node:crypto'
@@ -39,6 +51,13 @@ const load = () => readState('nomad', (s) => {
 let state = load()
 const save = () => writeState('nomad', state)
 
+const VERSION = state.version ?? '2.0.5'
+const CLI = state.cliVersion ?? VERSION
+/** Is "1.10.5" at least "1.10"? */
+const atLeast = (v, w) => { const a = v.split('.').map(Number), b = w.split('.').map(Number); for (let i = 0; i < b.length; i++) if ((a[i] ?? 0) !== b[i]) return (a[i] ?? 0) > b[i]; return true }
+const server = (w) => atLeast(VERSION, w)
+const cli = (w) => atLeast(CLI, w)
+
 const argv = process.argv.slice(2)
 const stdin = readStdinIfAny()
 logCall('nomad', argv, ['NOMAD_ADDR', 'NOMAD_TOKEN', 'NOMAD_CACERT', 'NOMAD_CLIENT_CERT', 'NOMAD_CLIENT_KEY',
@@ -47,12 +66,17 @@ logCall('nomad', argv, ['NOMAD_ADDR', 'NOMAD_TOKEN', 'NOMAD_CACERT', 'NOMAD_CLIE
 const die = (msg, code = 1) => { err(msg); process.exit(code) }
 
 const GLOBAL = { address: 1, token: 1, region: 1, namespace: 1, 'ca-cert': 1, 'ca-path': 1, 'client-cert': 1, 'client-key': 1, 'tls-server-name': 1, 'tls-skip-verify': 0, insecure: 0, 'no-color': 0, 'force-color': 0 }
+// Flags per CLI version: -vault-token / -consul-token leave run, plan and validate in 1.10.0, and
+// revert's -vault-token in 1.10.0, its -consul-token in 1.11.3 (command/job_*.go at those tags);
+// -hcl1 leaves in 1.9.0.
+const tokens = (...names) => Object.fromEntries(names.map((n) => [n, 1]))
 const COMMANDS = {
-  'job run': { detach: 0, verbose: 0, output: 0, 'policy-override': 0, 'preserve-counts': 0, json: 0, hcl1: 0, 'hcl2-strict': 0, 'check-index': 1, 'consul-token': 1, 'consul-namespace': 1, 'vault-token': 1, 'vault-namespace': 1, var: 2, 'var-file': 2, 'eval-priority': 1 },
-  'job plan': { diff: 0, 'policy-override': 0, verbose: 0, json: 0, hcl1: 0, 'hcl2-strict': 0, 'vault-token': 1, 'vault-namespace': 1, var: 2, 'var-file': 2 },
-  'job validate': { json: 0, hcl1: 0, 'hcl2-strict': 0, 'vault-token': 1, 'vault-namespace': 1, var: 2, 'var-file': 2 },
+  'job run': { detach: 0, verbose: 0, output: 0, 'policy-override': 0, 'preserve-counts': 0, json: 0, 'hcl2-strict': 0, 'check-index': 1, 'consul-namespace': 1, 'vault-namespace': 1, var: 2, 'var-file': 2, 'eval-priority': 1, ...(cli('1.10') ? {} : tokens('consul-token', 'vault-token')), ...(cli('1.9') ? {} : { hcl1: 0 }) },
+  'job plan': { diff: 0, 'policy-override': 0, verbose: 0, json: 0, 'hcl2-strict': 0, 'vault-namespace': 1, var: 2, 'var-file': 2, ...(cli('1.10') ? {} : tokens('vault-token')), ...(cli('1.9') ? {} : { hcl1: 0 }), ...(cli('2.0.5') ? { 'json-output': 0, t: 1 } : {}) },
+  'job validate': { json: 0, 'hcl2-strict': 0, 'vault-namespace': 1, var: 2, 'var-file': 2, ...(cli('1.10') ? {} : tokens('vault-token')), ...(cli('1.9') ? {} : { hcl1: 0 }) },
   'job promote': { group: 2, detach: 0, verbose: 0 },
-  'job revert': { detach: 0, verbose: 0, 'consul-token': 1, 'vault-token': 1 },
+  'job revert': { detach: 0, verbose: 0, ...(cli('1.10') ? {} : tokens('vault-token')), ...(cli('1.11.3') ? {} : tokens('consul-token')) },
+  'server members': { detailed: 0, verbose: 0, json: 0, t: 1 },
   'job status': { short: 0, evals: 0, 'all-allocs': 0, verbose: 0 },
   'job history': { p: 0, full: 0, json: 0, version: 1, t: 1 },
   'job inspect': { json: 0, t: 1, version: 1 },
@@ -65,7 +89,8 @@ const COMMANDS = {
   'var list': { 'per-page': 1, 'page-token': 1, filter: 1, out: 1, template: 1 },
 }
 
-if (argv[0] === 'version' || argv[0] === '-version' || argv[0] === '--version') { out('Nomad v1.6.5\nBuildDate 2023-12-19T19:21:57Z'); process.exit(0) }
+// command/version.go@v2.0.5 (same at v1.6.10): FullVersionNumber(true).
+if (argv[0] === 'version' || argv[0] === '-version' || argv[0] === '--version') { out(`Nomad v${CLI}\nBuildDate 2026-08-12T10:00:00Z\nRevision 0123456789abcdef0123456789abcdef01234567`); process.exit(0) }
 const cmd = `${argv[0]} ${argv[1]}`
 const spec = COMMANDS[cmd]
 if (!spec) die(`Unknown command: ${argv.join(' ')} (not in this test double)`, 127)
@@ -80,19 +105,23 @@ if (state.mode === 'hang') await hang()
 lock('nomad')
 state = load()
 if (state.mode === 'unreachable') die(`Error: ${errPrefix()}: Get "${api}": dial tcp 10.9.8.7:4646: connect: connection refused`, errCode)
-if (addr.startsWith('https://') && !(process.env.NOMAD_CACERT && existsSync(process.env.NOMAD_CACERT)))
+// api/api.go: NOMAD_SKIP_VERIFY turns verification off (the kit must never let it).
+const skipVerify = /^(1|t|T|true|TRUE|True)$/.test(process.env.NOMAD_SKIP_VERIFY ?? '')
+if (addr.startsWith('https://') && !skipVerify && !(process.env.NOMAD_CACERT && existsSync(process.env.NOMAD_CACERT)))
   die(`Error: ${errPrefix()}: Get "${api}": tls: failed to verify certificate: x509: certificate signed by unknown authority`, errCode)
 if (state.mode === 'forbidden' || (state.token && process.env.NOMAD_TOKEN !== state.token)) {
-  // Nomad before 2.0: api.Variables.Read accepts a 403 and reports it as not found.
-  if (cmd === 'var get') die('Variable not found')
+  // api/variables.go: Variables.Read reports a 403 as not found up to 1.11.1; from 1.11.2 it is an error.
+  if (cmd === 'var get' && !cli('1.11.2')) die('Variable not found')
   die(`Error: ${errPrefix()}: Unexpected response code: 403 (Permission denied)`, errCode)
 }
 if (state.fail?.includes(cmd)) die(`${errPrefix()}: Unexpected response code: 500 (No cluster leader)`, errCode)
+// nomad/status_endpoint.go@v2.0.5 Members: node:read (ACL) needed.
+if (cmd === 'server members' && state.nodeRead === false) die('Error querying servers: Unexpected response code: 403 (Permission denied)')
 
 switch (cmd) {
   case 'job plan': plan(); break
   case 'job run': run(); break
-  case 'job validate': parseJobFile(one('<path>')); out('Job validation successful'); break
+  case 'job validate': admission(parseJobFile(one('<path>'))); out('Job validation successful'); break
   case 'job inspect': inspect(); break
   case 'job status': status(); break
   case 'job history': history(); break
@@ -100,6 +129,7 @@ switch (cmd) {
   case 'job promote': promote(); break
   case 'job revert': revert(); break
   case 'deployment status': deploymentStatus(); break
+  case 'server members': members(); break
   case 'node status': out('ID        Node Pool  DC   Name    Class   Drain  Eligibility  Status\n4f3c2b1a  default    dc1  node-1  <none>  false  eligible     ready'); break
   case 'alloc logs': out('(logs)'); break
   case 'var get': varGet(); break
@@ -109,6 +139,73 @@ switch (cmd) {
 save()
 
 // ------------------------------------------------------------------------------------------------
+
+/**
+ * The servers' admission of a job for Vault (Job.Register, Job.Plan and Job.Validate run it first,
+ * before the ACL and -check-index checks): the warnings, or the error as the CLI shows it.
+ * - 1.10+: no token flow; `policies` accepted and silently dropped (command/agent/job_endpoint.go@v1.10.0).
+ * - 1.7-1.9: nomad/job_endpoint_hooks.go@v1.9.7 validateVaultIdentity: with vault.default_identity,
+ *   policies are ignored with a warning; without it, a block with no policies is an error.
+ * - 1.6-1.9: nomad/job_endpoint_hook_vault.go@v1.9.7: a submitter Vault token is needed when
+ *   allow_unauthenticated = false (and, from 1.7.3, no default_identity); giving one warns from 1.7.
+ */
+function admission(job) {
+  const warnings = []
+  const error = (msg) => die(`${errPrefix()}: Unexpected response code: 500 (1 error occurred:\n\t* ${msg}\n\n)`, errCode)
+  if (server('1.10') || !job.vault.length) return warnings
+  const identity = server('1.7') && state.vaultDefaultIdentity
+  for (const b of job.vault) {
+    if (identity) { if (b.policies) warnings.push(`Task ${job.task} has a Vault block with policies but uses workload identity to authenticate with Vault, policies will be ignored`) }
+    else if (!b.policies) error(`Task ${job.task} has a Vault block with an empty list of policies`)
+  }
+  const needToken = state.vaultAllowUnauthenticated === false && !(server('1.7.3') && identity)
+  if (needToken && !process.env.VAULT_TOKEN) error('Vault used in the job but missing Vault token')
+  if (process.env.VAULT_TOKEN && server('1.7')) warnings.push('Setting a Vault token when submitting a job is deprecated and will be removed in Nomad 1.9. Migrate your Vault configuration to use workload identity')
+  return warnings
+}
+
+/**
+ * 1.6-1.9 Job.Register (run, and revert through it): the submitter's Consul token, checked AFTER
+ * -check-index (nomad/job_endpoint.go@v1.9.7 L249-269 checkConsulToken; gone in 1.10.0), for a job
+ * with a Consul service or any template (nomad/consul.go ConsulUsages).
+ */
+function consulSubmitter(job) {
+  if (server('1.10') || state.consulAllowUnauthenticated !== false) return
+  if ((job.templates || /^\s*service\s*{/m.test(job.text)) && !process.env.CONSUL_HTTP_TOKEN)
+    die(`${errPrefix()}: Unexpected response code: 500 (job-submitter consul token denied: missing consul token)`)
+}
+
+/** Why the allocations of this job fail at run time on this cluster (the deployment then fails), if they do. */
+function runtimeProblem(job) {
+  if (!server('1.10')) return undefined
+  // 1.10+: a vault block without a role logs in with the client's create_from_role or the auth
+  // method's default_role (nomad/structs/config/vault.go@v2.0.5); none here grants the secret.
+  if ((job.vault ?? []).some((b) => !b.role) && !state.vaultDefaultRole) return 'vault'
+  // #25298 (nomad/job_endpoint_hook_implicit_identities.go@v1.10.0): no consul block, no Consul
+  // identity for the template; with Consul ACLs on, `range service` renders nothing.
+  if (job.consulTemplate && !job.consulBlock && state.consulACL) return 'consul'
+  return undefined
+}
+
+/** helper/warning.go@v1.9.7 MergeMultierrorWarnings. */
+function warningText(list) {
+  return `${list.length === 1 ? '1 warning:' : `${list.length} warnings:`}\n${list.map((w) => `\n* ${w}`).join('')}`
+}
+
+/** 1.10+ UI hints on stderr (command/meta.go@v2.0.5 showUIPath), unless NOMAD_CLI_SHOW_HINTS parses as false. */
+function hint(description, route) {
+  if (!cli('1.10')) return
+  const v = process.env.NOMAD_CLI_SHOW_HINTS
+  if (v !== undefined && /^(0|f|F|false|FALSE|False)$/.test(v)) return
+  err(`\n\n==> ${description}: ${addr}/ui/${route}`)
+}
+
+/** `nomad server members -json` (command/server_members.go@v2.0.5): every server, its "build" tag. */
+function members() {
+  if (!flags.json) return out(`Name              Address   Port  Status  Leader  Raft Version  Build     Datacenter  Region\nserver-1.global  10.0.0.1  4648  alive   true    3             ${VERSION}  dc1         global`)
+  out(JSON.stringify([{ Name: 'server-1.global', Addr: '10.0.0.1', Port: 4648, Status: 'alive', ProtocolMin: 1, ProtocolMax: 5, ProtocolCur: 2, DelegateMin: 2, DelegateMax: 5, DelegateCur: 4,
+    Tags: { build: VERSION, dc: 'dc1', region: 'global', role: 'nomad', raft_vsn: '3', rpc_addr: '10.0.0.1', port: '4647' } }], null, 4))
+}
 
 function errPrefix() {
   return { 'job plan': 'Error during plan', 'job run': 'Error submitting job', 'var put': 'Error creating variable', 'var get': 'Error retrieving variable',
@@ -170,6 +267,8 @@ function parseJobFile(file) {
     if (!declared.has(k)) die(`Error getting job struct: Error parsing job file from ${file}:\n<value for var.${k}>:1,1-1: Undefined -var variable; A "${k}" variable was passed in, but was not found in known variables. To declare variable "${k}", place this block in one of your ".nomad.hcl" file.`, errCode)
     vars[k] = val
   }
+  // jobspec2: a declared variable not given by -var is read from NOMAD_VAR_<name>.
+  for (const k of declared.keys()) if (!(k in vars) && process.env[`NOMAD_VAR_${k}`] !== undefined) vars[k] = process.env[`NOMAD_VAR_${k}`]
   for (const [k, body] of declared) if (!(k in vars) && !/\bdefault\s*=/.test(body))
     die(`Error getting job struct: Error parsing job file from ${file}:\n${file}: Unset variable "${k}"; A used variable must be set or have a default value`, errCode)
   const groups = [...text.matchAll(/^\s*group\s+"([^"]+)"/gm)].map((m) => m[1])
@@ -186,7 +285,36 @@ function parseJobFile(file) {
   const autoRevert = String(attr('auto_revert', false)) === 'true'
   const image = text.match(/^\s*image\s*=\s*"([^"]*)"/m)?.[1].replace(/\$\{var\.(\w+)\}/g, (_, k) => valueOf(k) ?? '')
   const key = createHash('sha256').update(text).update(JSON.stringify(Object.entries(vars).sort())).digest('hex')
-  return { name: job[1], vars, groups: groups.length ? groups : ['main'], canary, count, autoPromote, autoRevert, image, key, text }
+  const vault = vaultBlocks(text, valueOf)
+  // api/tasks.go@v1.6.10: Vault has no Role (it comes in 1.7.0); HCL2 then says (jobspec2, hcl/v2 gohcl):
+  if (vault.some((b) => b.role) && !cli('1.7')) {
+    const line = text.split('\n').findIndex((l) => /^\s*role\s*=/.test(l)) + 1
+    die(`Error getting job struct: Error parsing job file from ${file}:\n${file}:${line},11-15: Unsupported argument; An argument named "role" is not expected here.`, errCode)
+  }
+  const task = text.match(/^\s*task\s+"([^"]+)"/m)?.[1] ?? 'main'
+  const consulBlock = /^\s*consul\s*{/m.test(text)
+  const templates = /^\s*template\s*{/m.test(text)
+  const consulTemplate = /{{\s*range\s+service\s+"/.test(text)
+  return { name: job[1], vars, groups: groups.length ? groups : ['main'], canary, count, autoPromote, autoRevert, image, key, text, vault, task, consulBlock, templates, consulTemplate }
+}
+
+/**
+ * The vault blocks the job really has: static ones, and `dynamic "vault"` blocks whose for_each is
+ * `var.X == "Y" ? [...] : []` (the form our jobs use), expanded as dynblock does: a block with no
+ * instance is never decoded (hcl/v2 ext/dynblock, used by jobspec2/types.config.go@v1.6.10).
+ */
+function vaultBlocks(text, valueOf) {
+  const blocks = []
+  for (const m of text.matchAll(/^(\s*)(dynamic\s+"vault"|vault)\s*{([\s\S]*?)^\1}/gm)) {
+    const body = m[3]
+    if (m[2].startsWith('dynamic')) {
+      const cond = body.match(/for_each\s*=\s*var\.(\w+)\s*==\s*"([^"]*)"\s*\?/)
+      if (!cond) die(`test double: unsupported for_each in dynamic "vault": ${body}`, errCode)
+      if (valueOf(cond[1]) !== cond[2]) continue
+    }
+    blocks.push({ role: /^\s*role\s*=/m.test(body), policies: /^\s*policies\s*=/m.test(body) })
+  }
+  return blocks
 }
 
 function current(name) {
@@ -197,6 +325,7 @@ function current(name) {
 function plan() {
   const file = one('<path>')
   const job = parseJobFile(file)
+  const warnings = admission(job)
   const cur = current(job.name)
   const existing = state.jobs[job.name]
   let marker, exit, updates
@@ -210,12 +339,17 @@ function plan() {
   if (state.placement) lines.push('', 'Scheduler dry-run:', '- WARNING: Failed to place all allocations.',
     ...job.groups.map((g) => `  Task Group "${g}" (failed to place ${job.count} allocation${job.count > 1 ? 's' : ''}):\n    * Constraint "${state.placement}": 1 nodes excluded by filter`), '')
   else lines.push('', 'Scheduler dry-run:', '- All tasks successfully allocated.', '')
+  // command/job_plan.go@v1.9.7 L318-322: server warnings on stdout after the dry-run (helper/warning.go format).
+  if (warnings.length) lines.push(`Job Warnings:\n${warningText(warnings)}`, '')
   const runArgs = (flags.var ?? []).map((v) => `-var=${JSON.stringify(v)} `).join('')
   lines.push(`Job Modify Index: ${existing ? existing.modifyIndex : 0}`,
     'To submit the job with version verification run:', '', `nomad job run -check-index ${existing ? existing.modifyIndex : 0} ${runArgs}${file}`, '',
     'When running the job with the check-index flag, the job will only be run if the', 'job modify index given matches the server-side version. If the index has',
     'changed, another user has modified the job and the plan\'s results are', 'potentially invalid.')
-  out(lines.join('\n'))
+  // command/meta.go@v2.0.5 SetupUi: colour when stdout is a terminal or NOMAD_CLI_FORCE_COLOR is set
+  // (any non-empty value), unless NOMAD_CLI_NO_COLOR is (it wins); the diff is then in ANSI bold/colours.
+  const colour = Boolean(process.env.NOMAD_CLI_FORCE_COLOR) && !process.env.NOMAD_CLI_NO_COLOR
+  out(colour ? lines.map((l) => (l ? `\x1b[1m${l}\x1b[0m` : l)).join('\n') : lines.join('\n'))
   process.exitCode = exit
   if (state.raceAfterPlan) { delete state.raceAfterPlan; register(job.name, { ...job, key: 'someone-else' }) }
 }
@@ -231,16 +365,22 @@ function register(name, job, extra = {}, { rollback = false } = {}) {
   if (prev && prev.key === job.key) return null
   const version = j.versions.length
   j.versions.push({ version, key: job.key, text: job.text, vars: job.vars, canary: job.canary, count: job.count, groups: job.groups,
-    autoPromote: job.autoPromote, autoRevert: job.autoRevert, image: job.image, submitTime: Date.now() * 1e6, stable: false, ...extra })
+    autoPromote: job.autoPromote, autoRevert: job.autoRevert, image: job.image, submitTime: Date.now() * 1e6, stable: false,
+    vault: job.vault, task: job.task, consulBlock: job.consulBlock, templates: job.templates, consulTemplate: job.consulTemplate, ...extra })
   j.modifyIndex = ++state.index
   // Canaries are placed only when an earlier version runs (the first deployment has none).
-  const canary = prev && !rollback ? job.canary : 0
-  const ending = rollback ? 'successful' : (state.outcome ?? 'successful')
+  // Canaries are placed only for a destructive update of what runs: a version whose specification is
+  // the latest stable one (a revert to what the other instances run) is updated in place.
+  const stable = [...j.versions].reverse().find((v) => v.stable && v.version < version)
+  const canary = prev && !rollback && stable?.key !== job.key ? job.canary : 0
+  const ending = rollback ? 'successful' : runtimeProblem(job) ? 'failed' : (state.outcome ?? 'successful')
   // An earlier deployment still running is cancelled by the new one.
   for (const old of j.deployments) if (old.Status === 'running') Object.assign(old, { Status: 'cancelled', StatusDescription: 'Cancelled due to newer version of job' })
   const d = {
     ID: randomUUID(), JobID: name, JobVersion: version, Namespace: 'default',
-    Status: 'running', StatusDescription: canary && !job.autoPromote ? 'Deployment is running but requires manual promotion' : 'Deployment is running',
+    // scheduler/reconciler/reconcile_cluster.go@v2.0.5 (scheduler/reconcile.go@v1.6.10): a deployment
+    // that requires promotion says whether Nomad will promote it by itself.
+    Status: 'running', StatusDescription: !canary ? 'Deployment is running' : job.autoPromote ? 'Deployment is running pending automatic promotion' : 'Deployment is running but requires manual promotion',
     TaskGroups: Object.fromEntries(job.groups.map((g) => [g, { AutoRevert: Boolean(job.autoRevert), AutoPromote: Boolean(job.autoPromote), Promoted: false, DesiredCanaries: canary, DesiredTotal: job.count, PlacedAllocs: 0, HealthyAllocs: 0, UnhealthyAllocs: 0, PlacedCanaries: [] }])),
     stub: { polls: 0, ending },
   }
@@ -256,14 +396,20 @@ function run() {
   const file = one('<path>')
   const job = parseJobFile(file)
   const existing = state.jobs[job.name]
+  const n = Number(flags['check-index'])
+  if (flags['check-index'] !== undefined && (!Number.isInteger(n) || n < 0)) die(`Error parsing check-index value "${flags['check-index']}": strconv.ParseUint: parsing "${flags['check-index']}": invalid syntax`)
+  const warnings = admission(job)
   if (flags['check-index'] !== undefined) {
-    const n = Number(flags['check-index'])
-    if (!Number.isInteger(n) || n < 0) die(`Error parsing check-index value "${flags['check-index']}": strconv.ParseUint: parsing "${flags['check-index']}": invalid syntax`)
-    if (n === 0 && existing) die('Error submitting job: Unexpected response code: 500 (Enforcing job modify index 0: job already exists)\nJob not updated')
-    if (n !== 0 && !existing) die(`Error submitting job: Unexpected response code: 500 (Enforcing job modify index ${n}: job does not exist)\nJob not updated`)
-    if (existing && n !== existing.modifyIndex) die(`Error submitting job: Unexpected response code: 500 (Enforcing job modify index ${n}: job exists with conflicting job modify index: ${existing.modifyIndex})\nJob not updated`)
+    // command/job_run.go@v1.6.10 / @v2.0.5: the "(Enforcing job modify index ...)" part of the error,
+    // then "Job not updated", exit 1 (nomad/job_endpoint.go RegisterEnforceIndexErrPrefix).
+    if (n === 0 && existing) die('Enforcing job modify index 0: job already exists\nJob not updated')
+    if (n !== 0 && !existing) die(`Enforcing job modify index ${n}: job does not exist\nJob not updated`)
+    if (existing && n !== existing.modifyIndex) die(`Enforcing job modify index ${n}: job exists with conflicting job modify index: ${existing.modifyIndex}\nJob not updated`)
   }
+  consulSubmitter(job)
   const d = register(job.name, job)
+  if (warnings.length) out(`Job Warnings:\n${warningText(warnings)}\n`)
+  hint('View this job in the Web UI', `jobs/${job.name}@default`)
   if (flags.detach) return detachedOutput()
   if (!d) return out(`==> 2024-01-01T00:00:00Z: Monitoring evaluation "${randomUUID().slice(0, 8)}"\n    Evaluation status changed: "pending" -> "complete"`)
   out(`==> 2024-01-01T00:00:00Z: Monitoring evaluation "${randomUUID().slice(0, 8)}"\n==> 2024-01-01T00:00:00Z: Monitoring deployment "${d.ID.slice(0, 8)}"`)
@@ -317,8 +463,9 @@ function advance(d) {
   j.versions[d.JobVersion].stable = true
 }
 
+/** command/meta.go@v1.6.10 and @v2.0.5 (JobIDByPrefix): capital ID. */
 function noJob(name) {
-  die(`No job(s) with prefix or id "${name}" found`)
+  die(`No job(s) with prefix or ID "${name}" found`)
 }
 
 function inspect() {
@@ -338,9 +485,10 @@ function latestDeployment(name) {
   return j?.deployments[j.deployments.length - 1]
 }
 
+/** What the CLI prints: api.Deployment, whose DeploymentState has no AutoPromote in any release (api/deployments.go@v1.6.10, @v2.0.5). */
 function publicDeployment(d) {
   const { stub, ...rest } = d
-  return rest
+  return { ...rest, TaskGroups: Object.fromEntries(Object.entries(d.TaskGroups).map(([g, { AutoPromote, ...tg }]) => [g, tg])) }
 }
 
 function status() {
@@ -398,7 +546,7 @@ function promote() {
   const fail = (why) => die(`Error promoting deployment "${d.ID}" for job "${name}": Unexpected response code: 500 (${why})`)
   if (d.Status !== 'running') fail("can't promote terminal deployment")
   const canaries = Object.entries(d.TaskGroups).filter(([, tg]) => tg.DesiredCanaries > 0)
-  if (!canaries.length) fail('no canaries to promote')
+  // A deployment without canaries: the server promotes nothing and answers OK (nomad/state/state_store.go@v2.0.5).
   for (const [g, tg] of canaries)
     if (tg.HealthyAllocs < tg.DesiredCanaries) fail(`rpc error: 1 error occurred:\n\t* Task group "${g}" has ${tg.HealthyAllocs}/${tg.DesiredCanaries} healthy allocations\n\n`)
   for (const [, tg] of canaries) tg.Promoted = true
@@ -420,6 +568,9 @@ function revert() {
   if (n === cur.version) die(`Error retrieving job version ${n} for job ${name}: Unexpected response code: 500 (can't revert to current version)`)
   const old = j.versions[n]
   if (!old) die(`Error retrieving job version ${n} for job ${name}: Unexpected response code: 500 (job "${name}" in namespace "default" at version ${n} not found)`)
+  // nomad/job_endpoint.go@v1.9.7 Revert: the old version goes through Register with the submitter's tokens.
+  if (old.vault) admission(old)
+  if (old.vault) consulSubmitter(old)
   // Reverting to a version whose specification is the current one registers nothing new.
   register(name, old, { revertedFrom: n })
   if (flags.detach) return detachedOutput()
@@ -443,6 +594,7 @@ function varGet() {
   if (fmt === 'none') return
   if (fmt === 'go-template') return out(varTemplate(v, flags.template))
   out(JSON.stringify(v, null, 2))
+  hint('View variable details', `variables/var/${p}@default`)
 }
 
 /** The few Go templates scripts use on a variable: top-level fields, and a range over .Items (sorted keys). */
@@ -495,4 +647,5 @@ function varPut() {
   if (fmt === 'json') out(JSON.stringify(state.vars[p], null, 2))
   else if (fmt !== 'none') out(`Namespace = default\nPath = ${p}\n${Object.entries(items).map(([k, v]) => `${k} = ${v}`).join('\n')}`)
   if (fmt === 'none') out(`Created variable "${p}" with modify index ${index}`)
+  hint('View variable details', `variables/var/${p}@default`)
 }

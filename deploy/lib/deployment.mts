@@ -1,0 +1,131 @@
+// The deployment sequence every job script shares: plan (above the point of no return) -> run
+// -check-index -> follow the deployment to its outcome; and the commands a dry run prints instead.
+import path from 'node:path'
+import { EXIT, fail, refuse, root, shq, step } from './env.mts'
+import { flowProblem, type Flow } from './identity.mts'
+import { nomadFailed, nomadVersions, shown, type Nomad } from './nomad.mts'
+
+export type Plan = { job: string; file: string; vars: string[]; index: number; unchanged: boolean; created: boolean }
+
+/**
+ * `nomad job plan`: proves the cluster answers and accepts the token, shows the diff, gives the modify
+ * index. For a job that reads Vault (`flow`), a plan the cluster refuses or warns about for its Vault
+ * or Consul flow is refused with the fix, before anything is built or run.
+ */
+export async function planJob(nomad: Nomad, job: string, file: string, vars: Record<string, string> = {}, flow?: Flow): Promise<Plan> {
+  const { server } = await nomadVersions(nomad)
+  const varArgs = Object.entries(vars).map(([k, v]) => `-var=${k}=${v}`)
+  const out = await nomad.$`nomad job plan ${varArgs} ${file}`
+  const problem = flow && flowProblem(`${out.stderr}\n${out.stdout}`, flow, server)
+  if (problem) refuse([`nomad job plan ${path.basename(file)}: ${problem} (nothing was run)`])
+  // 0: no allocation changes (also in-place updates), 1: allocations change, 255: error.
+  if (out.exitCode !== 0 && out.exitCode !== 1) {
+    if (/Error getting job struct|Error parsing job file|Unset variable|Undefined -var variable/.test(out.stderr))
+      refuse([`${path.relative(root, file)} does not parse: ${out.stderr.trim().split('\n').slice(-2).join(' ')}`,
+        `check it with: nomad job validate ${[...varArgs, shown(file)].map(shq).join(' ')}`])
+    nomadFailed(nomad, `nomad job plan ${path.basename(file)}`, out, false)
+  }
+  const index = out.stdout.match(/^Job Modify Index: (\d+)$/m)
+  if (!index) fail(`nomad job plan printed no "Job Modify Index" line:\n${out.stdout}`)
+  const diff = out.stdout.slice(0, out.stdout.indexOf('Job Modify Index:')).trimEnd()
+  console.error(diff.replace(/^/gm, '    '))
+  // The scheduler could not place it (a host volume no client declares, no capacity...): running it
+  // would leave a blocked deployment. Refuse, with the scheduler's reasons.
+  if (/WARNING: Failed to place/.test(out.stdout)) {
+    const reasons = diff.split('\n').map((l) => l.trim().replace(/^[-*]\s*/, '')).filter((l) => /^Constraint|^Task Group/.test(l))
+    refuse([`nomad cannot place ${job} (nothing was run): ${reasons.join('; ')}` +
+      (/host volume/.test(diff) ? ' — declare the host_volume on a client by hand (DEPLOYMENT_GUIDE.md, section 2) and restart it' : '')])
+  }
+  // The first diff line carries the job's marker: "+ Job:" new, "+/- Job:" edited, bare "Job:" unchanged.
+  const first = out.stdout.split('\n', 1)[0]
+  return {
+    job, file, vars: varArgs, index: Number(index[1]),
+    unchanged: out.exitCode === 0 && first.startsWith('Job: '),
+    created: first.startsWith('+ Job: '),
+  }
+}
+
+/** `nomad job run -check-index N -detach`: a concurrent change aborts instead of being overwritten. */
+export async function runJob(nomad: Nomad, plan: Plan): Promise<number> {
+  const out = await nomad.$`nomad job run -check-index ${plan.index} -detach ${plan.vars} ${plan.file}`
+  if (!out.ok) {
+    // command/job_run.go@v2.0.5 (and @v1.6.10): "Enforcing job modify index N: job exists with
+    // conflicting job modify index: M", then "Job not updated", exit 1.
+    if (/Enforcing job modify index/.test(out.stderr))
+      fail(`${plan.job} changed on the cluster since the plan (${out.stderr.match(/Enforcing job modify index[^\n)]*/)![0]}): nothing was overwritten; run again to plan against the new version`)
+    const problem = flowProblem(out.stderr, 'token', nomad.versions?.server ?? '')
+    if (problem) fail(`nomad job run: ${problem}; Nomad registered nothing`)
+    nomadFailed(nomad, 'nomad job run', out, true)
+  }
+  const version = await nomad.$`nomad job inspect -t ${'{{.Version}}'} ${plan.job}`
+  if (!version.ok) nomadFailed(nomad, 'nomad job inspect', version, true)
+  return Number(version.stdout.trim())
+}
+
+export type Outcome = { outcome: 'successful' | 'canary' | 'failed' | 'timeout' | 'none'; line: string; deployment?: string }
+
+/**
+ * Follow the deployment of a job version until it succeeds, fails, or waits for promotion.
+ * (`deployment status -monitor` always exits 0 and an attached `job run` blocks while a canary waits.)
+ */
+export async function followDeployment(nomad: Nomad, job: string, version: number, timeoutSeconds: number): Promise<Outcome> {
+  const every = Number(process.env.DEPLOY_POLL_SECONDS ?? 5) * 1000 // checked by timeoutSeconds()
+  const deadline = Date.now() + timeoutSeconds * 1000
+  let last = ''
+  for (;;) {
+    const out = await nomad.$`nomad job deployments -latest -json ${job}`
+    if (!out.ok) nomadFailed(nomad, 'nomad job deployments', out, true)
+    let d = out.stdout.trim() && out.stdout.trim() !== 'null' ? JSON.parse(out.stdout) : undefined
+    if (d && d.JobVersion > version) {
+      // A newer version: the auto-revert of OUR failed deployment, or someone else's deploy. Ours says which.
+      const all = await nomad.$`nomad job deployments -json ${job}`
+      if (!all.ok) nomadFailed(nomad, 'nomad job deployments', all, true)
+      const mine = (JSON.parse(all.stdout || '[]') as { JobVersion: number }[] | null)?.find((x) => x.JobVersion === version)
+      if (!mine) return { outcome: 'failed', line: `${job} version ${version} was superseded by version ${d.JobVersion} (deployment ${d.ID.slice(0, 8)}): someone else deployed meanwhile`, deployment: d.ID }
+      d = mine
+    }
+    if (d && d.JobVersion === version) {
+      const id = d.ID.slice(0, 8)
+      // A deployment whose canaries Nomad promotes by itself was created "pending automatic promotion"
+      // (scheduler/reconciler/reconcile_cluster.go@v2.0.5, scheduler/reconcile.go@v1.6.10): it never waits
+      // for a person. The description is the signal: `job deployments -json` prints api.DeploymentState,
+      // which has no AutoPromote field in any release (api/deployments.go@v1.6.10, @v2.0.5).
+      const auto = d.StatusDescription === 'Deployment is running pending automatic promotion'
+      const groups = Object.values(d.TaskGroups ?? {}) as { DesiredCanaries: number; HealthyAllocs: number; Promoted: boolean }[]
+      const progress = `${d.Status}: ${d.StatusDescription}`
+      if (progress !== last) console.error(`    deployment ${id} ${progress}`)
+      last = progress
+      if (d.Status === 'successful') return { outcome: 'successful', line: `${job} version ${version}: deployment ${id} successful (${d.StatusDescription})`, deployment: d.ID }
+      if (['failed', 'cancelled'].includes(d.Status)) return { outcome: 'failed', line: `${job} version ${version}: deployment ${id} ${d.Status}: ${d.StatusDescription}`, deployment: d.ID }
+      const waiting = groups.filter((g) => g.DesiredCanaries > 0 && !g.Promoted)
+      if (d.Status === 'running' && !auto && waiting.length && waiting.every((g) => g.HealthyAllocs >= g.DesiredCanaries))
+        return { outcome: 'canary', line: `${job} version ${version}: canary healthy, deployment ${id} waiting for promotion`, deployment: d.ID }
+    }
+    if (Date.now() + every > deadline)
+      return { outcome: 'timeout', line: `${job} version ${version}: deployment ${d?.JobVersion === version ? `${d.ID.slice(0, 8)} still ${d.Status}` : 'not started'} after ${timeoutSeconds}s (--timeout); it goes on in Nomad`, deployment: d?.ID }
+    await new Promise((r) => setTimeout(r, every))
+  }
+}
+
+/** The shared sequence: plan (already done above the point of no return) -> run -> follow -> one-line outcome. */
+export async function deployPlanned(nomad: Nomad, plan: Plan, timeoutSeconds: number): Promise<Outcome> {
+  if (plan.unchanged) {
+    console.log(`${plan.job} is already up to date (the plan shows no change): nothing was run`)
+    return { outcome: 'none', line: `${plan.job} already up to date` }
+  }
+  step(`Run ${plan.job} (check-index ${plan.index})`)
+  const version = await runJob(nomad, plan)
+  step(`Follow the deployment of ${plan.job} version ${version}`)
+  const result = await followDeployment(nomad, plan.job, version, timeoutSeconds)
+  console.log(result.line)
+  if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
+  return result
+}
+
+/** The commands a dry run prints instead of running (one per line, copy-pasteable). */
+export function planCommands(nomad: Nomad, file: string, vars: Record<string, string> = {}) {
+  const v = Object.entries(vars).map(([k, val]) => ` ${shq(`-var=${k}=${val}`)}`).join('')
+  const f = shq(shown(file))
+  return [nomad.exportLine, `nomad job plan${v} ${f}`, `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach${v} ${f}`]
+}
+

@@ -1,0 +1,147 @@
+// ssh: the DEPLOY_SSH_* target checked, ONE authenticated master connection per run, and remote
+// commands that are a fixed `sh -c` script with POSIX-quoted arguments.
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { $, type ProcessOutput } from 'zx'
+import { fail, onExit, shq, type Checks } from './env.mts'
+import { noAnswer } from './nomad.mts'
+import { readPem } from './tls.mts'
+
+const CONNECT_TIMEOUT = 10 // seconds: TCP connect and the ssh banner
+
+export type SshTarget = ReturnType<typeof sshTarget>
+
+/** Check the DEPLOY_SSH_* configuration and the ssh client. */
+export function sshTarget(check: Checks) {
+  const host = check.need('DEPLOY_SSH_HOST')
+  const user = check.get('DEPLOY_SSH_USER', 'root')
+  const port = check.get('DEPLOY_SSH_PORT', '22')
+  const key = check.localPath('DEPLOY_SSH_KEY')
+  const knownHosts = check.localPath('DEPLOY_SSH_KNOWN_HOSTS')
+  if (host && !/^[A-Za-z0-9][A-Za-z0-9.:-]*$/.test(host))
+    check.problem(`DEPLOY_SSH_HOST=${JSON.stringify(host)} must be a host name or address (letters, digits, . : -, not starting with -)`)
+  if (user && !/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(user))
+    check.problem(`DEPLOY_SSH_USER=${JSON.stringify(user)} must be a plain user name (letters, digits, _ . -, not starting with -)`)
+  if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) check.problem(`DEPLOY_SSH_PORT=${JSON.stringify(port)} must be a port number (1-65535)`)
+  for (const [name, file] of [['DEPLOY_SSH_KEY', key], ['DEPLOY_SSH_KNOWN_HOSTS', knownHosts]] as const) {
+    if (!file) continue
+    // ssh splits these option values at whitespace and expands % and ${...} in them.
+    if (/[\s%$"'\\]/.test(file)) check.problem(`${name}=${JSON.stringify(file)}: ssh cannot use a path holding whitespace, %, $, quotes or \\ (move or link the file)`)
+    else readPem(check, name, file)
+  }
+  const limit = check.seconds('DEPLOY_COMMAND_TIMEOUT', 60)
+  check.tool('ssh', 'install an OpenSSH client')
+  const options = [
+    '-o', 'BatchMode=yes', '-o', `ConnectTimeout=${CONNECT_TIMEOUT}`, '-o', 'StrictHostKeyChecking=yes',
+    '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=2', '-p', port, '-l', user,
+    ...(key ? ['-i', key, '-o', 'IdentitiesOnly=yes'] : []),
+    ...(knownHosts ? ['-o', `UserKnownHostsFile=${knownHosts}`] : []),
+  ]
+  // What a person types to log in the same way (for the useful commands a script prints).
+  const login = ['ssh', '-p', port, ...(key ? ['-i', key] : []), ...(knownHosts ? ['-o', `UserKnownHostsFile=${knownHosts}`] : []), `${user}@${host}`].map(shq).join(' ')
+  return { host, user, port, options, limit, destination: `${user}@${host}`, login }
+}
+
+/** The string the remote login shell parses: a FIXED script, its arguments POSIX-quoted as "$1" "$2"... */
+function remoteCommand(script: string, args: string[]): string {
+  return ['sh', '-c', script, 'sh', ...args].map(shq).join(' ')
+}
+
+/**
+ * One remote command as a copy-pasteable line (for --dry-run): the remote part exactly as a real run
+ * sends it. `more` is appended in LOCAL shell syntax as one more remote word (e.g. "$SUM").
+ */
+export function sshCommand(target: SshTarget, script: string, args: string[] = [], more = ''): string {
+  const remote = remoteCommand(script, args) + (more ? ' ' : '')
+  return [...['ssh', ...target.options, '--', target.host].map(shq), shq(remote) + more].join(' ')
+}
+
+export type Ssh = Awaited<ReturnType<typeof openSsh>>
+
+/**
+ * Authenticate ONCE: a master connection (our own child, on a private control socket, its output
+ * piped to us, never holding the script's stdout/stderr) that every remote command of this run goes
+ * through; closed by close() or, whatever the way out, by onExit.
+ */
+export async function openSsh(target: SshTarget) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'deploy-ssh-')) // 0700, unique to this run
+  const socket = path.join(dir, 's')
+  const control = ['-S', socket.replace(/%/g, '%%')]
+  const master = $({ nothrow: true })`ssh ${target.options} ${control} -o ControlMaster=yes -o ControlPersist=no -n -N -- ${target.host}`
+  let ended = false
+  void master.finally(() => (ended = true))
+  let closed = false
+  const close = async () => {
+    if (closed) return
+    closed = true
+    if (!ended) await $({ nothrow: true, timeout: '5s' })`ssh ${control} -O exit -- ${target.host}`
+    for (let i = 0; !ended && i < 50; i++) await sleep(100)
+    if (!ended) await $.kill(master.pid!, 'SIGKILL').catch(() => {})
+    rmSync(dir, { recursive: true, force: true })
+  }
+  onExit(close)
+  // ssh creates the control socket once authenticated; it ends early when it cannot connect or log in.
+  const deadline = Date.now() + (CONNECT_TIMEOUT + 20) * 1000
+  while (!existsSync(socket)) {
+    if (ended) fail(`ssh to ${target.destination} port ${target.port} failed: ${sshReason((await master).stderr)}`)
+    if (Date.now() > deadline) {
+      await close()
+      fail(`ssh to ${target.destination} port ${target.port} failed: a connection problem: no login within ${CONNECT_TIMEOUT + 20}s`)
+    }
+    await sleep(50)
+  }
+  const late = new WeakSet<object>()
+  const stopped = new WeakMap<ProcessOutput, number>()
+  // Commands go through the master only: if it is gone, ProxyCommand=false fails them instead of
+  // silently opening (and authenticating) a second connection.
+  const through = [...control, '-o', 'ControlMaster=no', '-o', 'ProxyCommand=false', '-o', 'BatchMode=yes']
+  return {
+    /**
+     * Run a FIXED sh script on the server; `args` arrive as "$1", "$2"... POSIX-quoted, so the remote
+     * login shell (dash or bash) cannot reinterpret them. Data, if any, goes on stdin. Check the result.
+     */
+    async run(script: string, args: string[] = [], opts: { input?: NodeJS.ReadableStream | Buffer | string; timeoutSeconds?: number } = {}): Promise<ProcessOutput> {
+      const stdin = opts.input === undefined ? ['-n'] : []
+      const p = $({ nothrow: true, input: opts.input as never })`ssh ${through} ${stdin} -- ${target.host} ${remoteCommand(script, args)}`
+      p.stdin?.on('error', () => {}) // the remote side stopped reading: its exit status and stderr say why
+      // The time limit is ours, not zx's: the master holds this command's pipes, so killing the client
+      // alone never ends it. Past the limit, stop the client AND close the connection.
+      const limit = opts.timeoutSeconds ?? target.limit
+      const timer = setTimeout(() => {
+        late.add(p)
+        void p.kill('SIGTERM').catch(() => {})
+        void close()
+      }, limit * 1000)
+      const out = await p.finally(() => clearTimeout(timer))
+      if (late.has(p)) stopped.set(out, limit)
+      return out
+    },
+    /** Why a remote command failed, in words a person can act on. */
+    why(out: ProcessOutput): string {
+      if (stopped.has(out)) return `a connection problem (${noAnswer(stopped.get(out)!)}; the connection was closed)`
+      if (out.signal) return `stopped by ${out.signal}`
+      const err = out.stderr.trim()
+      if (out.exitCode === 255 && ended) return `the ssh connection to ${target.destination} was lost: a connection problem (${sshReason(err)})`
+      return `exited ${out.exitCode}${err ? `: ${err.split('\n').slice(-3).join(' | ')}` : ''}`
+    },
+    close,
+  }
+}
+
+/** ssh's stderr, read for what a person should do. */
+function sshReason(stderr: string): string {
+  const s = stderr.trim()
+  const last = s.split('\n').filter(Boolean).pop() ?? 'no message'
+  if (/REMOTE HOST IDENTIFICATION HAS CHANGED/.test(s))
+    return 'the server\'s host key has CHANGED (possible man-in-the-middle): nothing was run on it; verify the new key out of band, then fix known_hosts (ssh-keygen -R HOST, or the line for [HOST]:PORT)'
+  if (/Host key verification failed|host key is known|No .* host key is known/.test(s))
+    return 'the server\'s host key is not in known_hosts: verify its fingerprint, then add it (ssh-keyscan -p PORT HOST >> DEPLOY_SSH_KNOWN_HOSTS)'
+  if (/UNPROTECTED PRIVATE KEY FILE/.test(s)) return 'DEPLOY_SSH_KEY is readable by others and ssh ignores it: chmod 600 it'
+  if (/Permission denied|Too many authentication failures/.test(s)) return `authentication refused: check DEPLOY_SSH_USER and DEPLOY_SSH_KEY (${last})`
+  if (/timed out|Connection refused|No route to host|Could not resolve|Name or service not known|Network is unreachable|Connection closed|Connection reset|kex_exchange_identification|banner exchange/i.test(s))
+    return `a connection problem: ${last}`
+  return s.split('\n').slice(-2).join(' | ') || 'no message'
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
