@@ -68,7 +68,7 @@ describe('deploy_storefront: the three outcomes', () => {
     expect(sb.commands('docker')).toEqual(dockerCalls(tag))
     // Order across tools: the plan first, the run only after the push.
     const tools = sb.calls().map((c) => `${c.tool} ${c.argv[0]} ${c.argv[1] ?? ''}`.trim())
-    expect(tools).toEqual(['nomad job plan', 'docker version --format', 'docker buildx version', `docker build --platform`, `docker push ${IMAGE}:${tag}`,
+    expect(tools).toEqual(['nomad version', 'nomad server members', 'nomad job plan', 'docker version --format', 'docker buildx version', `docker build --platform`, `docker push ${IMAGE}:${tag}`,
       'nomad job run', 'nomad job inspect', 'nomad job deployments', 'nomad job deployments'])
     expect(r.stdout).toMatch(/^cedra-storefront version 0: deployment [0-9a-f]{8} successful \(Deployment completed successfully\)$/m)
     expect(r.stdout).not.toContain('promote_storefront')

@@ -344,6 +344,18 @@ exec ${JSON.stringify(process.execPath)} ${JSON.stringify(path.join(root, 'test/
   { key: 'docker build of', run: () => scenario('deploy_storefront.mts', [], (sb) => { sb.setState({ mode: 'build-fails' }, 'docker'); return storefrontSource(sb) }) },
   { key: 'log in first: docker login', run: () => scenario('deploy_storefront.mts', [], (sb) => { sb.setState({ mode: 'push-denied' }, 'docker'); return storefrontSource(sb) }) },
   // --- ssh (the real sshd) ---
+  // Nomad versions and the Vault / Consul flows (test/stubs/nomad.mjs plays each version).
+  { key: 'has no token flow', run: () => scenario('deploy_valkey.mts', [], (sb) => { sb.setState({ version: '2.0.5' }); return { DEPLOY_VAULT_AUTH: 'token' } }) },
+  { key: 'has no workload identity for Vault (1.7+)', run: () => scenario('deploy_valkey.mts', [], (sb) => { sb.setState({ version: '1.6.10' }); return { DEPLOY_VAULT_AUTH: 'identity' } }) },
+  { key: 'cannot parse vault { role }', run: () => scenario('deploy_valkey.mts', [], (sb) => void sb.setState({ version: '1.10.5', cliVersion: '1.6.10' })) },
+  { key: 'demands a Vault token', run: () => scenario('deploy_valkey.mts', [], (sb) => void sb.setState({ version: '1.6.10', vaultAllowUnauthenticated: false })) },
+  { key: 'demands a Consul token', run: () => scenario('deploy_valkey.mts', [], (sb) => void sb.setState({ version: '1.9.7', consulAllowUnauthenticated: false })) },
+  { key: 'would ignore the job\'s policies', run: () => scenario('deploy_valkey.mts', [], (sb) => void sb.setState({ version: '1.9.7', vaultDefaultIdentity: true })) },
+  { key: 'has no Vault workload identity configured', run: () => scenario('deploy_valkey.mts', [], (sb) => { sb.setState({ version: '1.9.7' }); return { DEPLOY_VAULT_AUTH: 'identity' } }) },
+  { key: 'would turn off TLS verification', run: () => scenario('deploy_nomad.mts', [], () => ({ NOMAD_SKIP_VERIFY: 'true' })) },
+  { key: 'NOMAD_CAPATH is set', run: () => scenario('deploy_nomad.mts', [], () => ({ NOMAD_CAPATH: '/etc/ssl/certs' })) },
+  { key: 'could not read the servers\' version', run: () => scenario('deploy_nomad.mts', [], (sb) => void sb.setState({ nodeRead: false })) },
+  { key: 'is out of support', run: () => scenario('deploy_nomad.mts', [], (sb) => void sb.setState({ version: '1.6.10' })) },
   { key: 'host key has CHANGED', run: () => scenario('deploy_arango_volume.mts', [], () => server({ DEPLOY_SSH_KNOWN_HOSTS: sshd!.changedKnownHosts })) },
   { key: 'host key is not in known_hosts', run: () => scenario('deploy_valkey_volume.mts', [], () => server({ DEPLOY_SSH_KNOWN_HOSTS: sshd!.emptyKnownHosts })) },
   { key: 'authentication refused', run: () => scenario('deploy_arango_volume.mts', [], () => server({ DEPLOY_SSH_KEY: sshd!.strangerKey })) },

@@ -90,7 +90,16 @@ describe('jobs/cedra-storefront.nomad', () => {
     expect(secrets.env).toBe(true)
     expect(secrets.destination).toMatch(/^secrets\//)
     for (const key of ['revalidate_secret', 'session_secret', 'valkey_password']) expect(secrets.data).toContain(`.Data.data.${key}`)
-    expect(task.vault[0].policies).toEqual(['cedra-storefront'])
+    // Two dynamic vault blocks, one per flow, chosen by var.vault_auth (HashiCorp's parser keeps them as written).
+    const vault = task.dynamic.vault
+    expect(vault.map((b: any) => b.for_each)).toEqual(['${var.vault_auth == "identity" ? [var.vault_role] : []}', '${var.vault_auth == "token" ? [var.vault_policies] : []}'])
+    expect(vault[0].content[0].role).toBe('${vault.value}')
+    expect(vault[1].content[0].policies).toBe('${vault.value}')
+    expect(hcl.variable.vault_auth[0].default).toBe('identity')
+    expect(hcl.variable.vault_role[0].default).toBe('cedra-storefront')
+    expect(hcl.variable.vault_policies[0].default).toEqual(['cedra-storefront'])
+    // The group's consul block gives the Consul template its identity on 1.10+ (#25298).
+    expect(group.consul).toEqual([{}])
     // No secret value, nor a variable for one, in the job file.
     expect(Object.keys(hcl.variable).filter((k) => /secret|password|token/i.test(k))).toEqual(['vault_secret'])
   })

@@ -91,9 +91,13 @@ describe('jobs/valkey.nomad', () => {
     expect(env.data.trim()).toBe(`${SECRET_REF}REDIS_PASSWORD={{ .Data.data.valkey_password | toJSON }}{{ end }}`)
   })
 
-  it('gets its Vault token through the Nomad 1.6 vault block, and says what 1.7+ workload identity uses instead', () => {
-    expect(group.vault[0].policies).toEqual(['cedra-storefront'])
-    expect(text).toMatch(/^\s*#.*1\.7\+.*workload identity.*vault \{ role = "cedra-storefront" \}/m)
+  it('reaches Vault one of two ways, chosen by var.vault_auth: workload identity and a role (1.7+, the only way on 1.10+) or the legacy policies', () => {
+    const vault = group.dynamic.vault
+    expect(vault.map((b: any) => b.for_each)).toEqual(['${var.vault_auth == "identity" ? [var.vault_role] : []}', '${var.vault_auth == "token" ? [var.vault_policies] : []}'])
+    expect(vault[0].content[0].role).toBe('${vault.value}')
+    expect(vault[1].content[0].policies).toBe('${vault.value}')
+    expect(group.vault).toBeUndefined()
+    expect(spec.variable.vault_auth[0].default).toBe('identity')
   })
 
   it('sets resources on every task', () => {

@@ -8,7 +8,6 @@ import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { root, sandbox, type Sandbox } from './helpers.ts'
 
-const STOREFRONT = path.join(root, 'jobs/cedra-storefront.nomad')
 const VALKEY = path.join(root, 'jobs/valkey.nomad')
 const IMAGE = 'registry.test:5000/cedra/storefront'
 const TOKEN_VARS = '-var=vault_secret=secret/data/cedra/prod -var=vault_auth=token'

@@ -45,8 +45,6 @@ export function nomadConnection(check: Checks) {
   }
   for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k]
   const nomad = $({ env, timeout: `${limit}s`, nothrow: true })
-  secret(process.env.DEPLOY_VAULT_SUBMIT_TOKEN)
-  secret(process.env.DEPLOY_CONSUL_SUBMIT_TOKEN)
   const shown = ['NOMAD_ADDR', ...TLS_VARS, 'NOMAD_NAMESPACE', 'NOMAD_REGION'].filter((n) => env[n])
   return {
     addr,
@@ -187,7 +185,7 @@ export async function nomadVersions(nomad: Nomad): Promise<Versions> {
   }
   const v: Versions = { cli: cli!, server: server ?? cli!, serverKnown: Boolean(server) }
   nomad.versions = v
-  const where = `Nomad ${v.server} at ${nomad.addr}${v.serverKnown ? '' : ' (assumed: the token may not read the servers\' versions, node:read)'}, CLI ${v.cli}`
+  const where = `Nomad ${v.server} at ${nomad.addr}${v.serverKnown ? '' : ' (assumed from the CLI)'}, CLI ${v.cli}`
   console.error(`    ${where}`)
   if (!v.serverKnown) console.error(`warning: could not read the servers' version (nomad server members needs node:read): assuming the CLI's, ${v.cli}; grant node:read to know for sure`)
   if (!atLeast(v.server, SUPPORT.lts))

@@ -90,6 +90,8 @@ const COMMANDS = {
 }
 
 // command/version.go@v2.0.5 (same at v1.6.10): FullVersionNumber(true).
+// fail: ["version"] — a broken CLI install (the binary cannot run: the shell says so, 126).
+if (argv[0] === 'version' && state.fail?.includes('version')) die(`${process.argv[1]}: cannot execute binary file: Exec format error`, 126)
 if (argv[0] === 'version' || argv[0] === '-version' || argv[0] === '--version') { out(`Nomad v${CLI}\nBuildDate 2026-08-12T10:00:00Z\nRevision 0123456789abcdef0123456789abcdef01234567`); process.exit(0) }
 const cmd = `${argv[0]} ${argv[1]}`
 const spec = COMMANDS[cmd]
