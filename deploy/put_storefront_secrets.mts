@@ -121,15 +121,7 @@ Useful commands:
 
 /** Check VAULT_ADDR, VAULT_TOKEN and VAULT_CACERT; return what runs vault with them. */
 function vaultConnection(check: Checks) {
-  const addr = check.need('VAULT_ADDR')
-  let https = true
-  try {
-    const url = new URL(addr)
-    if (url.protocol !== 'https:' && url.protocol !== 'http:') check.problem(`VAULT_ADDR=${addr} must start with https:// or http://`)
-    https = url.protocol === 'https:'
-  } catch {
-    if (addr) check.problem(`VAULT_ADDR=${JSON.stringify(addr)} is not a URL (https://host:8200)`)
-  }
+  const { addr, https } = check.address('VAULT_ADDR', 'https://host:8200')
   secret(check.need('VAULT_TOKEN'))
   const ca = check.localPath('VAULT_CACERT')
   if (ca && !https) check.problem('VAULT_ADDR is http:// but VAULT_CACERT is set: use https:// or unset it')

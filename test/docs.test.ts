@@ -25,7 +25,7 @@ function variablesRead(script: string): string[] {
   const src = read(`deploy/${script}`)
   const names = new Set<string>()
   const scan = (text: string) => {
-    for (const m of text.matchAll(/\b(?:need|get|optional|localPath|remotePath|remoteName|seconds|kvPath)\(\s*'([A-Z][A-Z0-9_]+)'/g)) names.add(m[1])
+    for (const m of text.matchAll(/\b(?:need|get|optional|address|localPath|remotePath|remoteName|seconds|kvPath)\(\s*'([A-Z][A-Z0-9_]+)'/g)) names.add(m[1])
     for (const m of text.matchAll(/process\.env(?:\.([A-Z][A-Z0-9_]+)|\[\s*'([A-Z][A-Z0-9_]+)'\s*\])/g)) names.add(m[1] ?? m[2])
   }
   scan(src)

@@ -105,6 +105,18 @@ function checks(dryRun: boolean) {
       if (v !== undefined && v.trim() === '') problems.push(`${name} is empty (unset it or give a value)`)
       return v === undefined || v.trim() === '' ? undefined : v
     },
+    /** A required http(s):// address (`example` shows the form); `https` says which. */
+    address(name: string, example: string): { addr: string; https: boolean } {
+      const addr = c.need(name)
+      try {
+        const url = new URL(addr)
+        if (url.protocol !== 'https:' && url.protocol !== 'http:') problems.push(`${name}=${addr} must start with https:// or http://`)
+        return { addr, https: url.protocol !== 'http:' }
+      } catch {
+        if (addr) problems.push(`${name}=${JSON.stringify(addr)} is not a URL (${example})`)
+        return { addr, https: true }
+      }
+    },
     /** A local path: relative paths resolve against the repository root, ~/ against HOME. */
     localPath(name: string, fallback?: string): string | undefined {
       const v = fallback === undefined ? c.optional(name) : c.get(name, fallback)

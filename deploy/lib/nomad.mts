@@ -15,15 +15,7 @@ export type Nomad = ReturnType<typeof nomadConnection>
 
 /** Check the NOMAD_* configuration and the nomad CLI; return what runs nomad with it. */
 export function nomadConnection(check: Checks) {
-  const addr = check.need('NOMAD_ADDR')
-  let https = true
-  try {
-    const url = new URL(addr)
-    if (url.protocol !== 'https:' && url.protocol !== 'http:') check.problem(`NOMAD_ADDR=${addr} must start with https:// or http://`)
-    https = url.protocol === 'https:'
-  } catch {
-    if (addr) check.problem(`NOMAD_ADDR=${JSON.stringify(addr)} is not a URL (https://host:4646)`)
-  }
+  const { addr, https } = check.address('NOMAD_ADDR', 'https://host:4646')
   const token = https ? check.need('NOMAD_TOKEN') : check.optional('NOMAD_TOKEN')
   secret(token)
   check.optional('NOMAD_NAMESPACE')
