@@ -83,10 +83,10 @@ export function sandbox() {
       return only
     },
     /**
-     * Run `deploy/<script>` as a user does (node + tsx, no npx), with the sandbox env file unless
-     * the args name one. Resolves when the process ends; `onStart` gets the child (for signals).
+     * Run `deploy/<script>` as a user does (node + tsx, or through `launcher`), with the sandbox env file
+     * unless the args name one. Resolves when the process ends; `onStart` gets the child (for signals).
      */
-    run(script: string, args: string[] = [], opts: { env?: Record<string, string | undefined>; input?: string; timeoutMs?: number; cwd?: string; onStart?: (pid: number) => void; trace?: boolean } = {}): Promise<Result> {
+    run(script: string, args: string[] = [], opts: { env?: Record<string, string | undefined>; input?: string; timeoutMs?: number; cwd?: string; onStart?: (pid: number) => void; trace?: boolean; launcher?: string[] } = {}): Promise<Result> {
       const argv = [...args]
       if (!argv.includes('--env-file') && !argv.includes('--help') && !argv.includes('-h')) argv.push('--env-file', envFile)
       const env: Record<string, string> = {
@@ -102,10 +102,11 @@ export function sandbox() {
       }
       // trace: every execve of the script and its descendants (zx's own `bash -c` included), by strace.
       const traceFile = path.join(dir, `execve-${Date.now()}.log`)
-      const node = [process.execPath, '--import', tsx, path.join(root, 'deploy', script), ...argv]
+      // launcher: the command line a runbook uses instead, e.g. ['npx', 'tsx'] or ['timeout', '3', 'npx', 'tsx'] (run from the repository root).
+      const node = opts.launcher ? [...opts.launcher, `deploy/${script}`, ...argv] : [process.execPath, '--import', tsx, path.join(root, 'deploy', script), ...argv]
       const [cmd, ...cmdArgs] = opts.trace ? ['strace', '-f', '-qq', '-e', 'trace=execve', '-s', '65535', '-o', traceFile, ...node] : node
       return new Promise((resolve, reject) => {
-        const child = spawn(cmd, cmdArgs, { cwd: opts.cwd ?? dir, env, stdio: ['pipe', 'pipe', 'pipe'] })
+        const child = spawn(cmd, cmdArgs, { cwd: opts.cwd ?? (opts.launcher ? root : dir), env, stdio: ['pipe', 'pipe', 'pipe'] })
         let stdout = ''
         let stderr = ''
         let output = ''

@@ -82,8 +82,8 @@ async function hanging(script: string, bounded: boolean, onTestFinished: (fn: ()
 /** What the run left in TMPDIR (tsx's own compile cache aside). */
 const leftIn = (tmp: string) => readdirSync(tmp).filter((f) => !/^tsx-\d+$/.test(f))
 
-describe.concurrent('6. interrupts: SIGINT and SIGTERM while a child runs', () => {
-  const cases = SCRIPTS.flatMap((s) => [[s, 'SIGINT', 130], [s, 'SIGTERM', 143]] as const)
+describe.concurrent('6. interrupts: SIGINT, SIGTERM, SIGHUP and SIGQUIT while a child runs', () => {
+  const cases = SCRIPTS.flatMap((s) => [[s, 'SIGINT', 130], [s, 'SIGTERM', 143], [s, 'SIGHUP', 129], [s, 'SIGQUIT', 131]] as const)
   it.for(cases)('%s, %s: exit %i, no process of the run left, no temporary file left', async ([script, signal, code], { expect, onTestFinished }) => {
     const h = await hanging(script, false, onTestFinished)
     let pid = 0
@@ -114,5 +114,58 @@ describe.concurrent('7. timeouts: DEPLOY_COMMAND_TIMEOUT bounds every nomad, vau
     expect(failures[0]).toMatch(h.s.kind === 'ssh' ? /@127\.0\.0\.1/ : new RegExp(`\\b${h.s.kind}\\b`))
     // It says the command got no answer in time, and which setting bounds it.
     expect(failures[0]).toMatch(/DEPLOY_COMMAND_TIMEOUT/)
+  })
+})
+
+describe.concurrent('6b. stop means stop through the runbook\'s own command line (npx tsx, timeout)', () => {
+  // npx forwards no signal (npm 11: npm exec -> sh -c tsx -> tsx -> node script); the run watches that chain.
+  const cases = SCRIPTS.flatMap((s) => [[s, 'SIGTERM'], [s, 'SIGHUP']] as const)
+  it.for(cases)('%s, %s to the npx process while a child runs: no process of the run alive 2 s later, no temporary file left', async ([script, signal], { expect, onTestFinished }) => {
+    const h = await hanging(script, false, onTestFinished)
+    let pid = 0
+    const run = h.ctx.sb.run(script, h.s.args, { env: h.env, onStart: (p) => (pid = p), launcher: ['npx', 'tsx'] })
+    expect(await until(h.running, 30_000), 'the child started and hangs').toBe(true)
+    process.kill(pid, signal)
+    await run
+    await until(() => processesOf(h.ctx.sb, h.markers).length === 0, 2000)
+    expect(processesOf(h.ctx.sb, h.markers)).toEqual([])
+    expect(leftIn(h.tmp)).toEqual([])
+  })
+
+  it.for(['deploy_nomad.mts', 'deploy_arango_volume.mts'])('%s under `timeout 4 npx tsx …` (cron): the run ends with the time limit, nothing left 2 s later', async (script, { expect, onTestFinished }) => {
+    const h = await hanging(script, false, onTestFinished)
+    const r = await h.ctx.sb.run(script, h.s.args, { env: h.env, launcher: ['timeout', '4', 'npx', 'tsx'], timeoutMs: 40_000 })
+    expect(r.code).toBe(124)
+    await until(() => processesOf(h.ctx.sb, h.markers).length === 0, 2000)
+    expect(processesOf(h.ctx.sb, h.markers)).toEqual([])
+    expect(leftIn(h.tmp)).toEqual([])
+  })
+})
+
+describe.concurrent('6c. SIGKILL: the ssh connection dies with the script', () => {
+  const ssh = SCRIPTS.filter((s) => scenarioOf(s).kind === 'ssh')
+  it.for(ssh)('%s, SIGKILL while a remote command runs: no ssh process of the run 2 s later, its control directory removed', async (script, { expect, onTestFinished }) => {
+    const h = await hanging(script, false, onTestFinished)
+    let pid = 0
+    const run = h.ctx.sb.run(script, h.s.args, { env: h.env, onStart: (p) => (pid = p) })
+    expect(await until(h.running, 30_000), 'the remote command started and hangs').toBe(true)
+    process.kill(pid, 'SIGKILL')
+    await run
+    await until(() => processesOf(h.ctx.sb, h.markers).filter((p) => /\bssh\b/.test(p)).length === 0 && leftIn(h.tmp).length === 0, 2000)
+    expect(processesOf(h.ctx.sb, h.markers).filter((p) => /\bssh\b/.test(p))).toEqual([])
+    expect(leftIn(h.tmp)).toEqual([])
+  })
+})
+
+describe.concurrent('6d. a closed output pipe ends the run at its next line', () => {
+  it.for(SCRIPTS)('%s, its output read by `… 2>&1 | head -n 1`: exit 141 at the next line it writes, nothing left running', async (script, { expect, onTestFinished }) => {
+    const h = await hanging(script, true, onTestFinished)
+    // The reader goes away after one line; the run's next line (here: the hung command's time limit) finds the pipe closed.
+    const shell = 'node --import tsx "$@" 2>&1 | head -n 1 >/dev/null; exit ${PIPESTATUS[0]}'
+    const r = await h.ctx.sb.run(script, h.s.args, { env: { ...h.env, DEPLOY_COMMAND_TIMEOUT: '2' }, launcher: ['bash', '-c', shell, 'bash'], timeoutMs: 40_000 })
+    expect(r.code, r.output).toBe(141)
+    await until(() => processesOf(h.ctx.sb, h.markers).length === 0, 5000)
+    expect(processesOf(h.ctx.sb, h.markers)).toEqual([])
+    expect(leftIn(h.tmp)).toEqual([])
   })
 })

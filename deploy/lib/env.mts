@@ -2,20 +2,20 @@
 // - flags: --help (the script's own header comment), --dry-run, --env-file, parsed strictly;
 // - configuration: .env at the repository root (or --env-file), real environment variables win;
 // - checks: every problem collected, reported in ONE message, exit 2 before anything changes;
-// - steps and failures: `==> step` banners on stderr, a failed command becomes one line, exit 1;
-// - children: echoed on stderr, secrets redacted, killed with their tree on SIGINT/SIGTERM (130/143);
-// - cleanups registered by a script run once, whatever the way out.
-import { spawn, type ChildProcess } from 'node:child_process'
+// - the hidden prompt for secrets.
+// The run's life and its ways out (steps, failures, children, signals, cleanups) are in run.mts,
+// re-exported here: a script imports what it starts with from one place.
 import { existsSync, readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import dotenv from 'dotenv'
-import { $, ProcessOutput, which } from 'zx'
+import { which } from 'zx'
+import { EXIT, exit, installHandlers, onExit, redact, secret, watchLauncher } from './run.mts'
 
+export { EXIT, exit, fail, onExit, redact, secret, shq, step } from './run.mts'
 export const root = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '')
-export const EXIT = { done: 0, failed: 1, refused: 2 } as const
 
 type Options = NonNullable<ParseArgsConfig['options']>
 
@@ -45,6 +45,8 @@ export function start(scriptUrl: string, spec: { options?: Options; positionals?
   }
   loadEnvFile(values['env-file'] as string | undefined)
   const dryRun = Boolean(values['dry-run'])
+  // A run that changes things stops when whoever started it stops (npx does not pass signals on).
+  if (!dryRun) watchLauncher()
   return { flags: values as Record<string, string | boolean | undefined>, args: positionals, dryRun, check: checks(dryRun) }
 }
 
@@ -186,134 +188,6 @@ function checks(dryRun: boolean) {
 export function refuse(problems: string[]): never {
   console.error(`refused (nothing was changed):\n${problems.map((p) => `  - ${redact(p)}`).join('\n')}`)
   exit(EXIT.refused)
-}
-
-const EXIT_REQUEST = Symbol('exit request')
-/**
- * End the script here with this exit code, once cleanups have run and output has drained
- * (process.exit() can cut a piped stdout short on macOS).
- */
-export function exit(code: number): never {
-  throw Object.assign(new Error(`exit ${code}`), { [EXIT_REQUEST]: code })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Steps, secrets, failures, children, cleanups.
-
-let currentStep = 'start'
-export function step(title: string) {
-  currentStep = title
-  console.error(`==> ${title}`)
-}
-
-const STEP_FAILED = Symbol('step failed')
-/** A failure the script detects itself (not a failed command): one line, exit 1. */
-export function fail(message: string): never {
-  throw Object.assign(new Error(message), { [STEP_FAILED]: true })
-}
-
-const secrets = new Set<string>()
-/** Register a value that must never be printed; failure lines and echoed commands redact it. */
-export function secret(value: string | undefined) {
-  if (value && value.length >= 4) secrets.add(value)
-  return value
-}
-/** POSIX sh single-quoting: safe for dash and bash alike (zx's $'...' is bash-only). */
-export function shq(s: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`
-}
-
-export function redact(text: string): string {
-  let out = text
-  for (const name of ['NOMAD_TOKEN', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'REGISTRY_PASSWORD']) secret(process.env[name])
-  for (const s of secrets) out = out.split(s).join('[REDACTED]')
-  return out
-}
-
-const cleanups: (() => unknown)[] = []
-/** Run fn once when the script ends: normally, on failure, or on SIGINT/SIGTERM. */
-export function onExit(fn: () => unknown) {
-  cleanups.push(fn)
-}
-// One cleanup run, shared by every way out (a failure and a signal can race): each waits for it.
-let cleaning: Promise<void> | undefined
-function runCleanups(): Promise<void> {
-  cleaning ??= (async () => {
-    while (cleanups.length) {
-      try {
-        await cleanups.pop()!()
-      } catch (e) {
-        console.error(`warning: cleanup failed: ${redact((e as Error).message)}`)
-      }
-    }
-  })()
-  return cleaning
-}
-
-const children = new Set<ChildProcess>()
-
-function describe(e: unknown): string {
-  if (e instanceof ProcessOutput) {
-    // A child stopped by SIGTERM while this script runs on was stopped by its time limit (zx timeout).
-    const how = e.signal === 'SIGTERM'
-      ? `gave no answer in ${(e.duration / 1000).toFixed(0)}s and was stopped with its process tree (time limit: DEPLOY_COMMAND_TIMEOUT for nomad, vault and ssh)`
-      : e.signal ? `was stopped by ${e.signal}` : `exited ${e.exitCode}`
-    const err = e.stderr.trim().split('\n').slice(-3).join(' | ') || e.stdout.trim().split('\n').slice(-2).join(' | ')
-    return `${lastCommand} ${how}${err ? `: ${err}` : ''}`
-  }
-  if (e instanceof Error && STEP_FAILED in e) return e.message
-  return e instanceof Error ? e.message : String(e)
-}
-
-let lastCommand = ''
-let installed = false
-function installHandlers() {
-  if (installed) return
-  installed = true
-  $.verbose = false
-  $.quiet = true
-  // Echo each command on stderr as it starts (secrets never reach argv, and are redacted anyway),
-  // and remember it for the failure line.
-  $.log = (entry) => {
-    if (entry.kind !== 'cmd') return
-    lastCommand = redact(entry.cmd.replace(/\s+/g, ' '))
-    console.error(`$ ${lastCommand}`)
-  }
-  // Track every child so that a signal can end it with its whole process tree.
-  const spawnChild = $.spawn
-  $.spawn = ((...args: Parameters<typeof spawn>) => {
-    const child = spawnChild(...args)
-    children.add(child)
-    child.once('exit', () => children.delete(child))
-    return child
-  }) as typeof spawn
-
-  const onError = async (e: unknown) => {
-    if (e instanceof Error && EXIT_REQUEST in e) process.exitCode = e[EXIT_REQUEST] as number
-    else {
-      console.error(`✗ ${currentStep} failed: ${redact(describe(e))}`)
-      process.exitCode = EXIT.failed
-    }
-    await runCleanups()
-  }
-  process.on('uncaughtException', onError)
-  process.on('unhandledRejection', onError)
-
-  let ended = false
-  process.on('beforeExit', async () => {
-    if (ended) return
-    ended = true
-    await runCleanups()
-  })
-
-  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
-    process.on(sig, async () => {
-      console.error(`\n✗ interrupted by ${sig} during: ${currentStep}; stopping children and cleaning up`)
-      await Promise.allSettled([...children].map((c) => c.pid && $.kill(c.pid, 'SIGTERM')))
-      await runCleanups()
-      process.exit(code)
-    })
-  }
 }
 
 /**

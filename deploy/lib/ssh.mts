@@ -3,6 +3,7 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { PassThrough } from 'node:stream'
 import { $, type ProcessOutput } from 'zx'
 import { fail, onExit, shq, type Checks } from './env.mts'
 import { noAnswer } from './nomad.mts'
@@ -59,6 +60,11 @@ export function sshCommand(target: SshTarget, script: string, args: string[] = [
 
 export type Ssh = Awaited<ReturnType<typeof openSsh>>
 
+// "$1": the run's directory; the rest: the ssh master's command. The master ends by itself (ssh -O exit,
+// a lost connection, a failed login: the keeper then exits with its status) or when our pipe closes.
+// (An asynchronous list reads /dev/null unless redirected explicitly: POSIX, hence fd 3.)
+const KEEPER = 'd=$1; shift; exec 3<&0; "$@" </dev/null 3<&- & m=$!; { cat <&3 >/dev/null; kill $m 2>/dev/null; } & w=$!; exec 3<&-; wait $m; s=$?; kill $w 2>/dev/null; rm -rf -- "$d"; exit $s'
+
 /**
  * Authenticate ONCE: a master connection (our own child, on a private control socket, its output
  * piped to us, never holding the script's stdout/stderr) that every remote command of this run goes
@@ -68,7 +74,11 @@ export async function openSsh(target: SshTarget) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'deploy-ssh-')) // 0700, unique to this run
   const socket = path.join(dir, 's')
   const control = ['-S', socket.replace(/%/g, '%%')]
-  const master = $({ nothrow: true })`ssh ${target.options} ${control} -o ControlMaster=yes -o ControlPersist=no -n -N -- ${target.host}`
+  // The master lives exactly as long as this script: a POSIX sh keeper holds the end of a pipe we
+  // write nothing to. Whatever ends the script (even SIGKILL, which no handler sees), the pipe closes,
+  // `cat` returns, the keeper stops the master and removes the control socket's directory.
+  const lifeline = new PassThrough()
+  const master = $({ nothrow: true, input: lifeline as never })`sh -c ${KEEPER} sh ${dir} ssh ${target.options} ${control} -o ControlMaster=yes -o ControlPersist=no -n -N -- ${target.host}`
   let ended = false
   void master.finally(() => (ended = true))
   let closed = false
@@ -78,6 +88,7 @@ export async function openSsh(target: SshTarget) {
     if (!ended) await $({ nothrow: true, timeout: '5s' })`ssh ${control} -O exit -- ${target.host}`
     for (let i = 0; !ended && i < 50; i++) await sleep(100)
     if (!ended) await $.kill(master.pid!, 'SIGKILL').catch(() => {})
+    lifeline.end()
     rmSync(dir, { recursive: true, force: true })
   }
   onExit(close)

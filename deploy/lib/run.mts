@@ -1,0 +1,220 @@
+// The run's life and every way out of it, the same for every script:
+// - steps and failures: `==> step` banners on stderr, a failed command becomes ONE line, exit 1;
+//   exit() ends the run with a code once cleanups have run and output has drained;
+// - secrets registered once, redacted from every line printed;
+// - children: echoed on stderr, tracked, and stopped with their process trees on the way out;
+// - cleanups registered by a script run once, whatever the way out;
+// - signals: SIGINT 130, SIGTERM 143, SIGHUP 129, SIGQUIT 131;
+// - the launcher gone: `npx tsx deploy/x.mts` runs npm exec -> sh -c tsx -> tsx -> node script, and npx
+//   forwards no signal to us (a SIGTERM to npx leaves tsx and the script orphaned, observed with npm
+//   11): the run watches that chain and stops as on SIGHUP (129) when a link of it goes away;
+// - a closed stdout or stderr (a reader that exits, a runner that drops the log): the run stops at
+//   once, without writing again, with exit 141 (128 + SIGPIPE, as a shell reports it).
+import { spawnSync, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { $, ProcessOutput } from 'zx'
+
+export const EXIT = { done: 0, failed: 1, refused: 2, hangup: 129, interrupted: 130, quit: 131, pipe: 141, terminated: 143 } as const
+
+const EXIT_REQUEST = Symbol('exit request')
+/**
+ * End the script here with this exit code, once cleanups have run and output has drained
+ * (process.exit() can cut a piped stdout short on macOS).
+ */
+export function exit(code: number): never {
+  throw Object.assign(new Error(`exit ${code}`), { [EXIT_REQUEST]: code })
+}
+
+let currentStep = 'start'
+export function step(title: string) {
+  currentStep = title
+  console.error(`==> ${title}`)
+}
+
+const STEP_FAILED = Symbol('step failed')
+/** A failure the script detects itself (not a failed command): one line, exit 1. */
+export function fail(message: string): never {
+  throw Object.assign(new Error(message), { [STEP_FAILED]: true })
+}
+
+const secrets = new Set<string>()
+/** Register a value that must never be printed; failure lines and echoed commands redact it. */
+export function secret(value: string | undefined) {
+  if (value && value.length >= 4) secrets.add(value)
+  return value
+}
+/** POSIX sh single-quoting: safe for dash and bash alike (zx's $'...' is bash-only). */
+export function shq(s: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`
+}
+export function redact(text: string): string {
+  let out = text
+  for (const name of ['NOMAD_TOKEN', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'REGISTRY_PASSWORD']) secret(process.env[name])
+  for (const s of secrets) out = out.split(s).join('[REDACTED]')
+  return out
+}
+
+const cleanups: (() => unknown)[] = []
+/** Run fn once when the script ends: normally, on failure, or on a signal. */
+export function onExit(fn: () => unknown) {
+  cleanups.push(fn)
+}
+// One cleanup run, shared by every way out (a failure and a signal can race): each waits for it.
+let cleaning: Promise<void> | undefined
+function runCleanups(): Promise<void> {
+  cleaning ??= (async () => {
+    while (cleanups.length) {
+      try {
+        await cleanups.pop()!()
+      } catch (e) {
+        say(`warning: cleanup failed: ${redact((e as Error).message)}`)
+      }
+    }
+  })()
+  return cleaning
+}
+
+const children = new Set<ChildProcess>()
+
+/** Stop every child with its process tree: SIGTERM, then SIGKILL for what is left after 800 ms. */
+async function stopChildren() {
+  const pids = [...children].map((c) => c.pid).filter((p): p is number => Boolean(p))
+  if (!pids.length) return
+  await Promise.allSettled(pids.map((pid) => $.kill(pid, 'SIGTERM')))
+  for (let i = 0; i < 16 && children.size; i++) await new Promise((r) => setTimeout(r, 50))
+  await Promise.allSettled([...children].map((c) => c.pid && $.kill(c.pid, 'SIGKILL')))
+}
+
+// Output that can no longer be written (EPIPE, EIO): nothing is written to it again.
+const closed = { stdout: false, stderr: false }
+/** One line on stderr, unless stderr is closed. */
+function say(line: string) {
+  if (!closed.stderr) process.stderr.write(`${line}\n`)
+}
+
+let stopping = false
+/** The way out for a signal, a gone launcher or a closed pipe: children, cleanups, then exit now. */
+async function stopRun(message: string, code: number) {
+  if (stopping) return
+  stopping = true
+  say(message)
+  // Nothing more is said: the steps still awaiting a child would report its end as their failure.
+  console.log = console.error = () => {}
+  closed.stderr = true
+  await stopChildren()
+  await runCleanups()
+  process.exit(code)
+}
+
+function describe(e: unknown): string {
+  if (e instanceof ProcessOutput) {
+    // A child stopped by SIGTERM while this script runs on was stopped by its time limit (zx timeout).
+    const how = e.signal === 'SIGTERM'
+      ? `gave no answer in ${(e.duration / 1000).toFixed(0)}s and was stopped with its process tree (time limit: DEPLOY_COMMAND_TIMEOUT for nomad, vault and ssh)`
+      : e.signal ? `was stopped by ${e.signal}` : `exited ${e.exitCode}`
+    const err = e.stderr.trim().split('\n').slice(-3).join(' | ') || e.stdout.trim().split('\n').slice(-2).join(' | ')
+    return `${lastCommand} ${how}${err ? `: ${err}` : ''}`
+  }
+  if (e instanceof Error && STEP_FAILED in e) return e.message
+  return e instanceof Error ? e.message : String(e)
+}
+
+let lastCommand = ''
+let installed = false
+/** Install the failure, signal and closed-pipe handlers (once). */
+export function installHandlers() {
+  if (installed) return
+  installed = true
+  $.verbose = false
+  $.quiet = true
+  // Echo each command on stderr as it starts (secrets never reach argv, and are redacted anyway),
+  // and remember it for the failure line.
+  $.log = (entry) => {
+    if (entry.kind !== 'cmd') return
+    lastCommand = redact(entry.cmd.replace(/\s+/g, ' '))
+    say(`$ ${lastCommand}`)
+  }
+  // Track every child so that every way out can end it with its whole process tree.
+  const spawnChild = $.spawn
+  $.spawn = ((...args: Parameters<typeof $.spawn>) => {
+    const child = spawnChild(...args)
+    children.add(child)
+    child.once('exit', () => children.delete(child))
+    return child
+  }) as typeof $.spawn
+
+  const onError = async (e: unknown) => {
+    if (e instanceof Error && EXIT_REQUEST in e) process.exitCode = e[EXIT_REQUEST] as number
+    else {
+      say(`✗ ${currentStep} failed: ${redact(describe(e))}`)
+      process.exitCode = EXIT.failed
+    }
+    await runCleanups()
+  }
+  process.on('uncaughtException', onError)
+  process.on('unhandledRejection', onError)
+
+  let ended = false
+  process.on('beforeExit', async () => {
+    if (ended) return
+    ended = true
+    await runCleanups()
+  })
+
+  const signals = [['SIGINT', EXIT.interrupted], ['SIGTERM', EXIT.terminated], ['SIGHUP', EXIT.hangup], ['SIGQUIT', EXIT.quit]] as const
+  for (const [sig, code] of signals)
+    process.on(sig, () => void stopRun(`\n✗ interrupted by ${sig} during: ${currentStep}; stopping children and cleaning up`, code))
+
+  // A closed output: stop at once, say it on the other stream if that one still works.
+  for (const name of ['stdout', 'stderr'] as const) {
+    process[name].on('error', (e: NodeJS.ErrnoException) => {
+      closed[name] = true
+      void stopRun(`✗ ${name} was closed (${e.code}) during: ${currentStep}; stopping children and cleaning up`, EXIT.pipe)
+    })
+  }
+}
+
+/**
+ * The chain of processes that launched this script for the user (tsx, `sh -c tsx`, npm exec / npx),
+ * each with the parent it had: when one of them goes away or is re-parented, the person, cron job or
+ * CI runner that started the command has stopped it, and so does the run (as on SIGHUP). Linux reads
+ * /proc every 250 ms; elsewhere `ps` once a second.
+ */
+export function watchLauncher() {
+  const proc = process.platform === 'linux'
+  const parentOf = (pid: number): { ppid: number; args: string } | undefined => {
+    try {
+      if (proc) {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+        const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim()
+        return { ppid, args }
+      }
+      const out = spawnSync('ps', ['-o', 'ppid=,args=', '-p', String(pid)], { encoding: 'utf8' }).stdout.trim()
+      const m = out.match(/^(\d+)\s+(.*)$/)
+      return m ? { ppid: Number(m[1]), args: m[2] } : undefined
+    } catch {
+      return undefined
+    }
+  }
+  // The links: from our parent up, while the process is a launcher of this script.
+  const launcher = /(^|[\s/])(tsx|npx|npm(-cli\.js)?\s+exec|npm exec)(\s|$)|^sh -c '?tsx|npx-cli\.js/
+  const chain: { pid: number; ppid: number }[] = []
+  for (let pid = process.ppid; pid > 1 && chain.length < 6;) {
+    const p = parentOf(pid)
+    if (!p || !launcher.test(p.args)) break
+    chain.push({ pid, ppid: p.ppid })
+    pid = p.ppid
+  }
+  if (!chain.length) return
+  const every = proc ? 250 : 1000
+  const timer = setInterval(() => {
+    for (const link of chain) {
+      const now = parentOf(link.pid)
+      if (now && now.ppid === link.ppid) continue
+      clearInterval(timer)
+      return void stopRun(`\n✗ the command that started this run is gone (process ${link.pid}${now ? ' lost its parent' : ' ended'}: npx or the job runner was stopped) during: ${currentStep}; stopping children and cleaning up`, EXIT.hangup)
+    }
+  }, every)
+  timer.unref()
+}
