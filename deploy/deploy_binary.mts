@@ -30,7 +30,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { $ } from 'zx'
 import { type Checks, exit, fail, onExit, refuse, shq, start, step } from './lib/env.mts'
-import { openSsh, sshCommand, sshTarget } from './lib/ssh.mts'
+import { openSsh, sshCommand, sshTarget, unframed } from './lib/ssh.mts'
 
 const JOB = 'agent-economique'
 const LDFLAGS = '-s -w -buildid='
@@ -84,7 +84,13 @@ step(`Connect to ${target.destination} (port ${target.port}) and read the sha256
 const ssh = await openSsh(target)
 const look = await ssh.run(LOOK, [dir, name])
 if (!look.ok) fail(`reading ${live} on ${target.destination}: ${ssh.why(look)}`)
-const [uname = '', current = ''] = look.stdout.trim().split('\n')
+// Exactly two lines after the frame: the platform, then the sha256, "none" or "other".
+const lines = look.stdout.trim().split('\n')
+if (!look.framed || lines.length !== 2 || !/^([0-9a-f]{64}\b.*|none|other)$/.test(lines[1])) {
+  await ssh.close()
+  refuse([look.framed ? `reading ${live} on ${target.destination} printed ${JSON.stringify(look.stdout.slice(0, 120))}, not the two lines of the fixed remote script: nothing was changed` : unframed(target)])
+}
+const [uname = '', current = ''] = lines
 const platform = PLATFORMS[uname.trim()]
 const refusals = [
   ...(platform && platform !== `${goos}/${goarch}` ? [`${target.host} is ${uname.trim()} (${platform}) but AGENT_GOOS/AGENT_GOARCH build ${goos}/${goarch}: set them to match`] : []),

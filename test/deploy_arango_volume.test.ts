@@ -6,7 +6,7 @@ import { chmodSync, existsSync, mkdirSync, rmSync, statSync, writeFileSync } fro
 import path from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { parseHcl, sandbox, write, type Sandbox } from './helpers.ts'
-import { ensureUsers, freePort, requireTools, spy, startSshd, userDir, USERS, type Sshd } from './sshd.ts'
+import { ensureUsers, escape, FRAME, freePort, requireTools, spy, startSshd, userDir, USERS, type Sshd } from './sshd.ts'
 
 const SCRIPT = 'deploy_arango_volume.mts'
 let sshd: Sshd
@@ -82,8 +82,9 @@ Useful commands:
       ['-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', '-o', 'StrictHostKeyChecking=yes', '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=2',
         '-p', String(sshd.port), '-l', USERS.dash, '-i', sshd.key, '-o', 'IdentitiesOnly=yes', '-o', `UserKnownHostsFile=${sshd.knownHosts}`,
         '-S', socket, '-o', 'ControlMaster=yes', '-o', 'ControlPersist=no', '-n', '-N', '--', '127.0.0.1'],
-      [...through(socket), '-n', '--', '127.0.0.1', expect.stringMatching(/^sh -c 'if \[ -d "\$1" \].*' sh \/tmp\/deploy-remote-\w+\/opt\/arangodb_data$/)],
-      [...through(socket), '-n', '--', '127.0.0.1', `sh -c 'mkdir -p -- "$1" && chmod 755 -- "$1"' sh ${dir}`],
+      // Each remote command is framed: a fresh marker on stdout and stderr, then the fixed script.
+      [...through(socket), '-n', '--', '127.0.0.1', expect.stringMatching(new RegExp(`^${FRAME}sh -c 'if \\[ -d "\\$1" \\].*' sh /tmp/deploy-remote-\\w+/opt/arangodb_data$`))],
+      [...through(socket), '-n', '--', '127.0.0.1', expect.stringMatching(new RegExp(`^${FRAME}${escape(`sh -c 'mkdir -p -- "$1" && chmod 755 -- "$1"' sh ${dir}`)}$`))],
       ['-S', socket, '-O', 'exit', '--', '127.0.0.1'],
     ])
     expect(calls.flat().join(' ')).not.toMatch(/StrictHostKeyChecking=no|UserKnownHostsFile=\/dev\/null/)

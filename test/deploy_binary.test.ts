@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { root, sandbox, type Sandbox } from './helpers.ts'
-import { elf, ensureUsers, freePort, goEnv, requireTools, spy, startSshd, userDir, USERS, type Sshd } from './sshd.ts'
+import { elf, ensureUsers, FRAME, freePort, goEnv, requireTools, spy, startSshd, userDir, USERS, type Sshd } from './sshd.ts'
 
 const SCRIPT = 'deploy_binary.mts'
 const FIXTURE = path.join(root, 'test/fixtures/agent')
@@ -112,8 +112,8 @@ describe('deploy_binary: build and upload against a real sshd', () => {
     const through = ['-S', socket, '-o', 'ControlMaster=no', '-o', 'ProxyCommand=false', '-o', 'BatchMode=yes']
     expect(calls).toEqual([
       [...calls[0].slice(0, calls[0].indexOf('-S')), '-S', socket, '-o', 'ControlMaster=yes', '-o', 'ControlPersist=no', '-n', '-N', '--', '127.0.0.1'],
-      [...through, '-n', '--', '127.0.0.1', expect.stringMatching(new RegExp(`^sh -c 'command -v sha256sum .*' sh ${remote} agent$`))],
-      [...through, '--', '127.0.0.1', expect.stringMatching(new RegExp(`^sh -c 'set -e; mkdir -p .*' sh ${remote} agent [0-9a-f]{12} ${sum}$`))],
+      [...through, '-n', '--', '127.0.0.1', expect.stringMatching(new RegExp(`^${FRAME}sh -c 'command -v sha256sum .*' sh ${remote} agent$`))],
+      [...through, '--', '127.0.0.1', expect.stringMatching(new RegExp(`^${FRAME}sh -c 'set -e; mkdir -p .*' sh ${remote} agent [0-9a-f]{12} ${sum}$`))],
       ['-S', socket, '-O', 'exit', '--', '127.0.0.1'],
     ])
     expect(calls[0]).toEqual(expect.arrayContaining(['StrictHostKeyChecking=yes', `UserKnownHostsFile=${sshd.knownHosts}`, 'BatchMode=yes', 'ConnectTimeout=10']))
@@ -279,6 +279,22 @@ describe('deploy_binary: failures leave the live binary as it was', () => {
     expect(go.calls()).toEqual([])
     expect(existsSync(remote)).toBe(false)
     expect(r.logins).toBe(1)
+  })
+
+  // The login users print a banner on stdout and stderr (test/sshd.ts: ~/.bashrc for bash, ~/.ssh/rc
+  // for both): the remote output is read after the frame only, whatever the login shell says first.
+  it.each([USERS.bash, USERS.dash])('a chatty login (%s): the second run still finds the same sha256 and sends nothing; the platform check still holds', async (user) => {
+    remote = `${newBase(user)}/data`
+    expect((await run({}, [], { user })).code).toBe(0)
+    const live = `${remote}/agent`
+    const r = await run({}, [], { user })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain(`${live} on ${user}@127.0.0.1 is unchanged (same sha256): nothing sent`)
+    expect(existsSync(`${live}.previous`)).toBe(false)
+    const arm = await run({ AGENT_GOARCH: 'arm64' }, [], { user })
+    expect(arm.code).toBe(2)
+    expect(arm.stderr).toContain('but AGENT_GOOS/AGENT_GOARCH build linux/arm64: set them to match')
+    expect(arm.output).not.toContain('last login: yesterday')
   })
 
   it('refuses (exit 2) when the live path is not a regular file, before changing anything', async () => {

@@ -52,8 +52,32 @@ export function ensureUsers() {
     }
     const got = line().split(':').at(-1)
     if (got !== `/bin/${shell}`) throw new Error(`user ${user} exists with shell ${got}, expected /bin/${shell}: usermod -s /bin/${shell} ${user}`)
+    chatty(user)
   }
   return USERS
+}
+
+/**
+ * The login users talk, as real servers' do: a banner on stdout and stderr from ~/.bashrc (bash reads
+ * it for `ssh host cmd`), ~/.profile, and ~/.ssh/rc (sshd runs it before any command, whatever the
+ * shell: the dash user's banner). Every ssh test thus runs against a chatty login.
+ */
+/** The frame before every remote command (deploy/lib/ssh.mts), as a regular expression: a fresh marker on stdout, then on stderr. */
+export const FRAME = "printf '%s\\\\n' '@@deploy-kit [0-9a-f]{16}@@' && printf '%s\\\\n' '@@deploy-kit [0-9a-f]{16}@@' >&2 && "
+export const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+
+export const BANNER = 'Welcome to deploytest — authorised use only'
+function chatty(user: string) {
+  const home = execFileSync('getent', ['passwd', user], { encoding: 'utf8' }).trim().split(':')[5]
+  const id = (flag: string) => Number(execFileSync('id', [flag, user], { encoding: 'utf8' }))
+  const say = `echo "${BANNER}"; echo "last login: yesterday" >&2\n`
+  mkdirSync(path.join(home, '.ssh'), { recursive: true, mode: 0o700 })
+  for (const [file, text] of [['.bashrc', say], ['.profile', say], ['.ssh/rc', say]] as const) {
+    const f = path.join(home, file)
+    if (!existsSync(f) || readFileSync(f, 'utf8') !== text) writeFileSync(f, text)
+    chownSync(f, id('-u'), id('-g'))
+  }
+  chownSync(path.join(home, '.ssh'), id('-u'), id('-g'))
 }
 
 /** A fresh directory owned by `user` (the remote paths of a test live under it). */

@@ -1,5 +1,6 @@
 // ssh: the DEPLOY_SSH_* target checked, ONE authenticated master connection per run, and remote
 // commands that are a fixed `sh -c` script with POSIX-quoted arguments.
+import { randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -59,6 +60,13 @@ export function sshCommand(target: SshTarget, script: string, args: string[] = [
 }
 
 export type Ssh = Awaited<ReturnType<typeof openSsh>>
+/** A remote command's result: `stdout` is what our script printed, after the frame's marker line. */
+export type Remote = { ok: boolean; exitCode: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; framed: boolean; out: ProcessOutput }
+
+/** The refusal for a command that ran but whose output has no frame: nothing of it can be trusted. */
+export function unframed(target: SshTarget): string {
+  return `the output of ${target.destination} lacks the kit's marker line, so what the server printed cannot be told apart from what the login shell printed: nothing was changed; check what \`${target.login} true\` prints`
+}
 
 // "$1": the run's directory; the rest: the ssh master's command. The master ends by itself (ssh -O exit,
 // a lost connection, a failed login: the keeper then exits with its status) or when our pipe closes.
@@ -112,9 +120,13 @@ export async function openSsh(target: SshTarget) {
      * Run a FIXED sh script on the server; `args` arrive as "$1", "$2"... POSIX-quoted, so the remote
      * login shell (dash or bash) cannot reinterpret them. Data, if any, goes on stdin. Check the result.
      */
-    async run(script: string, args: string[] = [], opts: { input?: NodeJS.ReadableStream | Buffer | string; timeoutSeconds?: number } = {}): Promise<ProcessOutput> {
+    async run(script: string, args: string[] = [], opts: { input?: NodeJS.ReadableStream | Buffer | string; timeoutSeconds?: number } = {}): Promise<Remote> {
       const stdin = opts.input === undefined ? ['-n'] : []
-      const p = $({ nothrow: true, input: opts.input as never })`ssh ${through} ${stdin} -- ${target.host} ${remoteCommand(script, args)}`
+      // The frame: whatever the login shell prints first (a banner in ~/.bashrc, ~/.ssh/rc), our
+      // script's output starts after this line, which nothing else can print (a fresh random marker).
+      const marker = `@@deploy-kit ${randomBytes(8).toString('hex')}@@`
+      const framed = `printf '%s\\n' ${shq(marker)} && printf '%s\\n' ${shq(marker)} >&2 && ${remoteCommand(script, args)}`
+      const p = $({ nothrow: true, input: opts.input as never })`ssh ${through} ${stdin} -- ${target.host} ${framed}`
       p.stdin?.on('error', () => {}) // the remote side stopped reading: its exit status and stderr say why
       // The time limit is ours, not zx's: the master holds this command's pipes, so killing the client
       // alone never ends it. Past the limit, stop the client AND close the connection.
@@ -126,13 +138,16 @@ export async function openSsh(target: SshTarget) {
       }, limit * 1000)
       const out = await p.finally(() => clearTimeout(timer))
       if (late.has(p)) stopped.set(out, limit)
-      return out
+      const after = (text: string) => (text.includes(`${marker}\n`) ? text.slice(text.indexOf(`${marker}\n`) + marker.length + 1) : undefined)
+      const stdout = after(out.stdout)
+      // stderr without the login shell's banner when the frame is there (ssh's own errors come before it).
+      return { ok: out.ok, exitCode: out.exitCode, signal: out.signal, out, framed: stdout !== undefined, stdout: stdout ?? '', stderr: after(out.stderr) ?? out.stderr }
     },
     /** Why a remote command failed, in words a person can act on. */
-    why(out: ProcessOutput): string {
+    why({ out, stderr }: Remote): string {
       if (stopped.has(out)) return `a connection problem (${noAnswer(stopped.get(out)!)}; the connection was closed)`
       if (out.signal) return `stopped by ${out.signal}`
-      const err = out.stderr.trim()
+      const err = stderr.trim()
       if (out.exitCode === 255 && ended) return `the ssh connection to ${target.destination} was lost: a connection problem (${sshReason(err)})`
       return `exited ${out.exitCode}${err ? `: ${err.split('\n').slice(-3).join(' | ')}` : ''}`
     },

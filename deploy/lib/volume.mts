@@ -1,6 +1,6 @@
 // Host volume directories (the two volume scripts): look, make, and the block a person adds by hand.
 import { fail, refuse, step } from './env.mts'
-import { sshCommand, type Ssh, type SshTarget } from './ssh.mts'
+import { sshCommand, unframed, type Ssh, type SshTarget } from './ssh.mts'
 
 // Fixed remote scripts; the path arrives as "$1". LOOK only reads: "absent", "dir MODE" or "other".
 const LOOK_DIR = 'if [ -d "$1" ]; then echo "dir $(stat -L -c %a -- "$1")"; elif [ -e "$1" ] || [ -L "$1" ]; then echo other; else echo absent; fi'
@@ -15,7 +15,15 @@ export function volumeCommands(target: SshTarget, dir: string): string[] {
 export async function lookAtVolume(ssh: Ssh, target: SshTarget, dir: string, variable: string): Promise<string> {
   const look = await ssh.run(LOOK_DIR, [dir])
   if (!look.ok) fail(`looking at ${dir} on ${target.destination}: ${ssh.why(look)}`)
+  if (!look.framed) {
+    await ssh.close()
+    refuse([unframed(target)])
+  }
   const state = look.stdout.trim()
+  if (state !== 'absent' && state !== 'other' && !/^dir [0-7]{3,4}$/.test(state)) {
+    await ssh.close()
+    refuse([`looking at ${dir} on ${target.destination} printed ${JSON.stringify(state.slice(0, 80))}, not what the fixed remote script prints: nothing was changed`])
+  }
   if (state === 'other') {
     await ssh.close()
     refuse([`${dir} exists on ${target.destination} but is not a directory: move it away or set ${variable}`])
