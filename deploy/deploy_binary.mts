@@ -17,7 +17,8 @@
 //        DEPLOY_SSH_KEY (identity file, optional), DEPLOY_SSH_KNOWN_HOSTS (known_hosts file, optional),
 //        AGENT_SOURCE_DIR (default backend), AGENT_BINARY_NAME (default agent),
 //        AGENT_REMOTE_DIR (default /root/data), AGENT_GOOS (default linux), AGENT_GOARCH (default amd64),
-//        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each ssh command may take).
+//        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each ssh command may take; the upload gets that
+//          plus one second per 50 kB of the binary).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing
 //   --env-file PATH   read the configuration from PATH instead of .env
@@ -120,7 +121,8 @@ if (sum === remoteSum) {
   // --- point of no return ---
   const suffix = randomBytes(6).toString('hex')
   step(`Upload ${bytes.length} bytes to ${dir}/.${name}.upload.${suffix}, verify its sha256 there, keep ${name}.previous, rename over ${name}`)
-  const sent = await ssh.run(INSTALL, [dir, name, suffix, sum], { input: bytes, timeoutSeconds: 15 * 60 })
+  // Bounded like every remote command, plus the time to send the bytes at 50 kB/s at least.
+  const sent = await ssh.run(INSTALL, [dir, name, suffix, sum], { input: bytes, timeoutSeconds: target.limit + Math.ceil(bytes.length / 50_000) })
   if (sent.exitCode === 3) fail(`${sent.stderr.trim()}: the upload was removed and ${live} left as it was`)
   if (!sent.ok) fail(`uploading to ${live} on ${target.destination}: ${ssh.why(sent)}`)
   outcome = `${live} on ${target.destination} updated (${bytes.length} bytes sent)${remoteSum ? `; the previous binary is ${live}.previous` : ''}`

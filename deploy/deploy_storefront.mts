@@ -46,7 +46,7 @@ import { createHash } from 'node:crypto'
 import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { $, which, type ProcessOutput, type ProcessPromise } from 'zx'
-import { type Checks, exit, EXIT, fail, refuse, root, shq, start, step } from './lib/env.mts'
+import { type Checks, childEnv, exit, EXIT, fail, refuse, root, shq, start, step } from './lib/env.mts'
 import { followDeployment, planJob, runJob } from './lib/deployment.mts'
 import { chooseFlow, vaultSettings } from './lib/identity.mts'
 import { atLeast, nomadConnection, nomadVersions, timeoutSeconds, type Nomad } from './lib/nomad.mts'
@@ -81,10 +81,8 @@ check.done()
 const ref = `${image}:${tag ?? '$TAG'}`
 const vars: Record<string, string> = { image, image_tag: tag ?? '$TAG', vault_secret: secrets.api, ...(count ? { count } : {}), ...(autoPromote ? { auto_promote: autoPromote } : {}) }
 const dryVault = { vault_auth: vaultAuth.auth ?? 'identity', ...(vaultAuth.auth !== 'token' ? { vault_role: vaultAuth.role } : {}) }
-// Docker needs none of the secrets the configuration may hold.
-const dockerEnv: Record<string, string | undefined> = { ...process.env }
-for (const name of ['NOMAD_TOKEN', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'REVALIDATE_SECRET', 'SESSION_SECRET', 'VALKEY_PASSWORD', 'ARANGO_ROOT_PASSWORD'])
-  delete dockerEnv[name]
+// Docker needs none of the kit's secrets (its registry login lives in docker's own credential store).
+const dockerEnv = childEnv()
 
 if (dryRun) {
   const q = (s: string) => (s.includes('$') ? `"${s}"` : shq(s))

@@ -7,7 +7,8 @@
 // (every other key stored there survives) and writes the result as a new version with
 // `vault kv put -cas=<version read>`: a change made by someone else in between stops the write
 // instead of being overwritten. Each value comes from its variable; else the value already stored
-// is kept; else a hidden prompt asks for it at a terminal (an empty answer for the Valkey password
+// is kept; else a hidden prompt asks for it at a terminal (stdin and stderr, CI unset; 5 minutes at
+// most; a TAB or control character refused; an empty answer for the Valkey password
 // generates one). Without a terminal the Valkey password is generated and the two others are
 // refused. The values reach vault as one JSON object on stdin: never in argv, never printed. When
 // Vault already holds these values, nothing is written. jobs/valkey.nomad and the storefront read
@@ -28,7 +29,7 @@
 // Exit: 0 done (or unchanged), 1 a step failed, 2 refused before changing anything.
 import { randomBytes } from 'node:crypto'
 import { $, type ProcessOutput } from 'zx'
-import { askHidden, type Checks, exit, EXIT, fail, refuse, secret, shq, start, step } from './lib/env.mts'
+import { askHidden, canPrompt, type Checks, childEnv, exit, EXIT, fail, refuse, secret, shq, start, step } from './lib/env.mts'
 import { noAnswer, timedOut } from './lib/nomad.mts'
 import { readCerts } from './lib/tls.mts'
 
@@ -37,8 +38,6 @@ const KEYS = [
   { key: 'session_secret', env: 'SESSION_SECRET', generate: false },
   { key: 'valkey_password', env: 'VALKEY_PASSWORD', generate: true },
 ] as const
-// vault needs VAULT_*; nothing else that is secret goes to it.
-const NEVER_TO_VAULT = ['NOMAD_TOKEN', 'CONSUL_HTTP_TOKEN', 'REGISTRY_PASSWORD', ...KEYS.map((k) => k.env)]
 const PASSWORD_RULE = "must be at least 16 characters of A-Z a-z 0-9 . _ ~ - (it goes into Valkey's config file and a redis:// URL); unset it to have one generated"
 
 // Check
@@ -74,7 +73,7 @@ for (const { key, env, generate } of KEYS) {
   const kept = stored.data[key]
   if (given[key] !== undefined) values[key] = { value: given[key]!, how: `from ${env}` }
   else if (kept !== undefined) values[key] = { value: String(kept), how: 'kept' }
-  else if (process.stdin.isTTY) {
+  else if (canPrompt()) {
     const typed = await askHidden(`${key} for ${where.path}${generate ? ' (empty: generate one)' : ''}: `)
     if (typed) values[key] = { value: typed, how: 'typed' }
     else if (generate) values[key] = { value: generated(), how: 'generated' }
@@ -126,8 +125,8 @@ function vaultConnection(check: Checks) {
   const ca = check.localPath('VAULT_CACERT')
   if (ca && !https) check.problem('VAULT_ADDR is http:// but VAULT_CACERT is set: use https:// or unset it')
   else if (ca) readCerts(check, 'VAULT_CACERT', ca)
-  const env: Record<string, string | undefined> = { ...process.env }
-  for (const name of NEVER_TO_VAULT) delete env[name]
+  // vault gets VAULT_TOKEN and no other secret (the values go on stdin).
+  const env: Record<string, string | undefined> = childEnv(['VAULT_TOKEN'])
   if (ca) env.VAULT_CACERT = ca
   const limit = check.seconds('DEPLOY_COMMAND_TIMEOUT', 60)
   return {

@@ -356,6 +356,12 @@ exec ${JSON.stringify(process.execPath)} ${JSON.stringify(path.join(root, 'test/
   { key: 'NOMAD_CAPATH is set', run: () => scenario('deploy_nomad.mts', [], () => ({ NOMAD_CAPATH: '/etc/ssl/certs' })) },
   { key: 'could not read the servers\' version', run: () => scenario('deploy_nomad.mts', [], (sb) => void sb.setState({ nodeRead: false })) },
   { key: 'is out of support', run: () => scenario('deploy_nomad.mts', [], (sb) => void sb.setState({ version: '1.6.10' })) },
+  // Values and limits (test/security-values.test.ts has the same cases).
+  { key: 'holds an unquoted #', run: () => scenario('put_arangodb_password.mts', [], (sb) => void writeFileSync(sb.envFile, 'ARANGO_ROOT_PASSWORD=Sup3r#Secret-long-pass\n')) },
+  { key: 'values are taken exactly as written', run: () => scenario('put_arangodb_password.mts', [], () => ({ ARANGO_ROOT_PASSWORD: 'crlf-pass-long-enough\r' })) },
+  { key: 'makes Node print every command', run: () => scenario('deploy_nomad.mts', [], () => ({ NODE_DEBUG: 'child_process' })) },
+  { key: 'the longest wait a timer can hold', run: () => scenario('deploy_nomad.mts', [], () => ({ DEPLOY_COMMAND_TIMEOUT: '3000000' })) },
+  { key: 'poll more often, or wait longer', run: () => scenario('deploy_nomad.mts', ['--timeout', '60'], () => ({ DEPLOY_POLL_SECONDS: '90' })) },
   { key: 'host key has CHANGED', run: () => scenario('deploy_arango_volume.mts', [], () => server({ DEPLOY_SSH_KNOWN_HOSTS: sshd!.changedKnownHosts })) },
   { key: 'host key is not in known_hosts', run: () => scenario('deploy_valkey_volume.mts', [], () => server({ DEPLOY_SSH_KNOWN_HOSTS: sshd!.emptyKnownHosts })) },
   { key: 'authentication refused', run: () => scenario('deploy_arango_volume.mts', [], () => server({ DEPLOY_SSH_KEY: sshd!.strangerKey })) },

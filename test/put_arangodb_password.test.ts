@@ -91,13 +91,27 @@ exec ${JSON.stringify(process.execPath)} ${JSON.stringify(double)} "$@"
     expectNoLeak(r, CANARY)
   })
 
+  it('a TAB typed at the prompt is refused, never dropped: two different entries never "match" (exit 2, nothing written)', async () => {
+    const r = await atTerminal(['typed-canary\tpw-4242', 'typed-canarypw-4242'])
+    expect(r.code, r.output).toBe(2)
+    expect(r.output).toContain('the typed value holds a TAB or another control character: type it again without')
+    expect(stored()).toBeUndefined()
+  })
+
+  it('with CI set, even at a terminal, nothing is asked: a password is generated (none stored)', async () => {
+    const r = await atTerminal([], { CI: 'true' })
+    expect(r.code, r.output).toBe(0)
+    expect(r.output).not.toContain('(not echoed)')
+    expect(r.output).toContain('generated')
+  })
+
   it('refuses an empty or multi-line value before calling nomad, without showing it', async () => {
     let r = await sb.run(SCRIPT, [], { env: { ARANGO_ROOT_PASSWORD: '' } })
     expect(r.code).toBe(2)
     expect(r.stderr).toContain('ARANGO_ROOT_PASSWORD is empty')
     r = await sb.run(SCRIPT, [], { env: { ARANGO_ROOT_PASSWORD: `${CANARY}\n`, NOMAD_ADDR: 'nomad.test:4646' } })
     expect(r.code).toBe(2)
-    expect(r.stderr).toContain('ARANGO_ROOT_PASSWORD holds a control character (a trailing newline?)')
+    expect(r.stderr).toContain('ARANGO_ROOT_PASSWORD holds a line feed (\\n): remove it (values are taken exactly as written, or refused)')
     expect(r.stderr).toContain('NOMAD_ADDR=nomad.test:4646 must start with https:// or http://')
     expect(r.output).not.toContain(CANARY)
     expect(sb.calls()).toEqual([])

@@ -11,13 +11,15 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import dotenv from 'dotenv'
-import { which } from 'zx'
-import { EXIT, exit, installHandlers, onExit, redact, secret, watchLauncher } from './run.mts'
+import { $, which } from 'zx'
+import { childEnv, EXIT, exit, installHandlers, onExit, redact, secret, watchLauncher } from './run.mts'
 
-export { EXIT, exit, fail, onExit, redact, secret, shq, step } from './run.mts'
+export { childEnv, EXIT, exit, fail, onExit, redact, secret, shq, step } from './run.mts'
 export const root = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '')
 
 type Options = NonNullable<ParseArgsConfig['options']>
+/** The longest wait a Node timer holds (2^31-1 ms), in whole seconds. */
+export const MAX_SECONDS = 2147483
 
 /** Parse flags, print --help, load the configuration, install the failure and signal handlers. */
 export function start(scriptUrl: string, spec: { options?: Options; positionals?: string } = {}) {
@@ -61,12 +63,38 @@ function helpText(script: string): string {
   return header.join('\n').trim() + '\n'
 }
 
+// What the env file holds that dotenv and the shell would read differently (reported with the checks).
+const fileProblems: string[] = []
+
 function loadEnvFile(flag: string | undefined) {
   const file = flag ? path.resolve(process.cwd(), flag) : path.join(root, '.env')
   if (flag && !existsSync(file)) refuse([`--env-file ${flag}: no such file`])
   if (!existsSync(file)) return
+  // DOTENV_CONFIG_* would change how the file is read (QUIET=false prints a tip on stdout, OVERRIDE
+  // would let the file win over the environment): the kit reads it one way only.
+  for (const k of Object.keys(process.env)) if (k.startsWith('DOTENV_CONFIG_')) delete process.env[k]
+  // An unquoted value with a # that no blank precedes: dotenv cuts it there, `set -a; . ./.env` does
+  // not (Sup3r#Secret is "Sup3r" for one, whole for the other). Refused, so both read the same.
+  const given = new Set(Object.keys(process.env))
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = line.match(/^\s*(?:export\s+)?([\w.-]+)\s*=\s*(.*)$/)
+    if (!m || given.has(m[1]) || /^['"`]/.test(m[2])) continue
+    if (/(^|[^\s])#/.test(m[2].replace(/\s+#.*$/, '')))
+      fileProblems.push(`${m[1]} in ${path.relative(process.cwd(), file) || file} holds an unquoted # (dotenv would cut the value there, the shell would not): quote the value, ${m[1]}='...'`)
+  }
   // Real environment variables win over the file (dotenv never overrides by default).
   dotenv.config({ path: file, quiet: true })
+}
+
+/** What a value must never hold: it would not reach a file, a URL or a server as written. */
+function badCharacters(v: string): string | undefined {
+  if (v.includes('\r')) return 'a carriage return (\\r)'
+  if (v.includes('\n')) return 'a line feed (\\n)'
+  if (v.includes('\t')) return 'a TAB'
+  if (v.includes('\0')) return 'a NUL byte'
+  if (v.includes('\uFFFD')) return 'bytes that are not UTF-8'
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(v)) return 'a control character'
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -75,11 +103,22 @@ function loadEnvFile(flag: string | undefined) {
 export type Checks = ReturnType<typeof checks>
 
 function checks(dryRun: boolean) {
-  const problems: string[] = []
+  const problems: string[] = [...fileProblems]
   const soft: string[] = [] // what a real run refuses on but a dry run only warns about
   const warnings: string[] = []
 
-  const raw = (name: string) => process.env[name]
+  // Node reads NODE_DEBUG once, at its start: with child_process (or *) it prints every child's
+  // environment and input on stderr, tokens and secrets included. Too late to clear: refused.
+  if (process.env.NODE_DEBUG)
+    problems.push(`NODE_DEBUG=${process.env.NODE_DEBUG} makes Node print every command's environment and input on stderr (tokens and secrets): unset it`)
+  const seen = new Set<string>()
+  const raw = (name: string) => {
+    const v = process.env[name]
+    const bad = v === undefined ? undefined : badCharacters(v)
+    if (bad && !seen.has(name)) problems.push(`${name} holds ${bad}: remove it (values are taken exactly as written, or refused)`)
+    seen.add(name)
+    return v
+  }
   const c = {
     dryRun,
     problem: (msg: string) => void problems.push(msg),
@@ -148,6 +187,11 @@ function checks(dryRun: boolean) {
         problems.push(`${name}=${JSON.stringify(v)} must be a positive number of seconds`)
         return fallback
       }
+      // Node's timers hold at most 2^31-1 ms; past that they fire at once.
+      if (Number(v) > MAX_SECONDS) {
+        problems.push(`${name}=${v} is more than ${MAX_SECONDS} seconds (24 days), the longest wait a timer can hold`)
+        return fallback
+      }
       return Number(v)
     },
     /**
@@ -175,6 +219,8 @@ function checks(dryRun: boolean) {
     },
     /** Report everything at once; exit 2 if a real run cannot go on. */
     done() {
+      // From here on, a child (ssh, go, git...) gets none of the kit's secrets unless its connection allows it.
+      $.env = childEnv()
       for (const w of warnings) console.error(`warning: ${w}`)
       if (dryRun) for (const s of soft) console.error(`warning: a real run would refuse: ${s}`)
       const all = dryRun ? problems : [...problems, ...soft]
@@ -194,6 +240,12 @@ export function refuse(problems: string[]): never {
  * Ask for a secret at the terminal with echo off (raw mode is set BEFORE the prompt shows, so no
  * keystroke is ever echoed). Ctrl-C, which raw mode turns into a character, is handed back as SIGINT.
  */
+/** A person can be asked: stdin and stderr are a terminal, and no CI variable says otherwise. */
+export function canPrompt(): boolean {
+  return Boolean(process.stdin.isTTY && process.stderr.isTTY && !process.env.CI)
+}
+
+const PROMPT_SECONDS = 300
 export async function askHidden(label: string): Promise<string> {
   const tty = process.stdin
   tty.setRawMode(true)
@@ -202,12 +254,20 @@ export async function askHidden(label: string): Promise<string> {
   tty.setEncoding('utf8')
   tty.resume()
   try {
-    return await new Promise<string>((resolve) => {
+    return await new Promise<string>((resolve, reject) => {
       let value = ''
+      let control = false // a TAB or another control character: refused, never silently dropped
+      const timer = setTimeout(() => {
+        tty.off('data', onData)
+        reject(Object.assign(new Error(`no answer at the prompt within ${PROMPT_SECONDS / 60} minutes: nothing was written`), { refused: true }))
+      }, PROMPT_SECONDS * 1000)
+      timer.unref()
       const onData = (chunk: string) => {
         for (const ch of chunk) {
           if (ch === '\r' || ch === '\n' || ch === '\u0004') {
             tty.off('data', onData)
+            clearTimeout(timer)
+            if (control) return reject(Object.assign(new Error('the typed value holds a TAB or another control character: type it again without'), { refused: true }))
             return resolve(secret(value) ?? value)
           }
           if (ch === '\u0003') {
@@ -217,10 +277,14 @@ export async function askHidden(label: string): Promise<string> {
           }
           if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('')
           else if (ch >= ' ') value += ch
+          else control = true
         }
       }
       tty.on('data', onData)
     })
+  } catch (e) {
+    if ((e as { refused?: boolean }).refused) refuse([(e as Error).message])
+    throw e
   } finally {
     tty.setRawMode(false)
     tty.pause()

@@ -2,7 +2,7 @@
 // local nomad CLI through its environment, never as flags; nomad's errors in words a person can act on.
 import path from 'node:path'
 import { $, type ProcessOutput } from 'zx'
-import { EXIT, fail, refuse, secret, shq, type Checks } from './env.mts'
+import { childEnv, EXIT, fail, MAX_SECONDS, refuse, secret, shq, type Checks } from './env.mts'
 import { checkTls } from './tls.mts'
 
 const TLS_VARS = ['NOMAD_CACERT', 'NOMAD_CLIENT_CERT', 'NOMAD_CLIENT_KEY', 'NOMAD_TLS_SERVER_NAME'] as const
@@ -90,14 +90,20 @@ export function shown(file: string): string {
 
 /** --timeout of a script that follows a deployment (and the poll interval it follows it with). */
 export function timeoutSeconds(flag: string | boolean | undefined, check: Checks, fallback = 600): number {
-  check.seconds('DEPLOY_POLL_SECONDS', 5)
-  if (flag === undefined) return fallback
-  const m = String(flag).match(/^(\d+)(s|m)?$/)
-  if (!m || Number(m[1]) === 0) {
-    check.problem(`--timeout ${flag}: give a positive duration such as 300, 300s or 10m`)
-    return fallback
+  const poll = check.seconds('DEPLOY_POLL_SECONDS', 5)
+  let timeout = fallback
+  if (flag !== undefined) {
+    const m = String(flag).match(/^(\d+)(s|m)?$/)
+    if (!m || Number(m[1]) === 0) {
+      check.problem(`--timeout ${flag}: give a positive duration such as 300, 300s or 10m`)
+      return fallback
+    }
+    timeout = Number(m[1]) * (m[2] === 'm' ? 60 : 1)
+    if (timeout > MAX_SECONDS) check.problem(`--timeout ${flag} is more than ${MAX_SECONDS} seconds (24 days), the longest wait a timer can hold`)
   }
-  return Number(m[1]) * (m[2] === 'm' ? 60 : 1)
+  // Polled less often than the whole wait, a deployment would be "still running" at its first look.
+  if (poll > timeout) check.problem(`DEPLOY_POLL_SECONDS=${poll} is longer than the --timeout of ${timeout}s: poll more often, or wait longer`)
+  return timeout
 }
 
 /**
@@ -111,7 +117,7 @@ export function timeoutSeconds(flag: string | boolean | undefined, check: Checks
  * - NOMAD_HTTP_AUTH holds credentials: passed on (a proxy may need it), never printed.
  */
 function nomadEnv(check: Checks): Record<string, string | undefined> {
-  const env: Record<string, string | undefined> = { ...process.env }
+  const env: Record<string, string | undefined> = childEnv(['NOMAD_TOKEN', 'NOMAD_HTTP_AUTH'])
   for (const name of NEVER_TO_NOMAD) delete env[name]
   const vars = Object.keys(env).filter((k) => k.startsWith('NOMAD_VAR_'))
   for (const k of vars) delete env[k]

@@ -54,6 +54,19 @@ export function redact(text: string): string {
   return out
 }
 
+/** The kit's secrets by name (and every value registered with secret()): a child gets only those it is allowed. */
+const SECRET_NAMES = ['NOMAD_TOKEN', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'NOMAD_HTTP_AUTH', 'REGISTRY_PASSWORD', 'ARANGO_ROOT_PASSWORD',
+  'REVALIDATE_SECRET', 'SESSION_SECRET', 'VALKEY_PASSWORD', 'DEPLOY_VAULT_SUBMIT_TOKEN', 'DEPLOY_CONSUL_SUBMIT_TOKEN']
+/** The environment of a child: ours, less every secret but the ones `allow` names (an allow-list). */
+export function childEnv(allow: string[] = []): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v === undefined || (!allow.includes(k) && (SECRET_NAMES.includes(k) || secrets.has(v)))) continue
+    env[k] = v
+  }
+  return env
+}
+
 const cleanups: (() => unknown)[] = []
 /** Run fn once when the script ends: normally, on failure, or on a signal. */
 export function onExit(fn: () => unknown) {
