@@ -33,7 +33,7 @@ import { atLeast, nomadConnection, nomadError, nomadVersions, nomadWithTokens, t
 
 const JOB = 'cedra-storefront'
 
-type Version = { Version: number; Stable: boolean; SubmitTime: number; TaskGroups?: { Tasks?: { Config?: { image?: string } }[] }[] }
+type Version = { Version: number; Stable: boolean; SubmitTime: number; JobModifyIndex: number; TaskGroups?: { Tasks?: { Config?: { image?: string } }[] }[] }
 
 // Check
 const { check, dryRun, flags, args } = start(import.meta.url, { options: { timeout: { type: 'string' } }, positionals: '<version>' })
@@ -90,9 +90,10 @@ if (!reverted.ok) {
   const problem = flowProblem(reverted.stderr, 'token', server)
   fail(`nomad job revert: ${problem ? `${problem}; Nomad registered nothing` : nomadError(nomad, reverted).message}`)
 }
-const inspect = await nomad.$`nomad job inspect -t ${'{{.Version}}'} ${JOB}`
-if (!inspect.ok) fail(`nomad job inspect: ${nomadError(nomad, inspect).message}`)
-const version = Number(inspect.stdout.trim())
+// The version this revert registered: the first after the modify index read above (none: unchanged).
+const after = await nomad.$`nomad job history -json ${JOB}`
+if (!after.ok) fail(`nomad job history: ${nomadError(nomad, after).message}`)
+const version = (JSON.parse(after.stdout) as Version[]).filter((v) => v.JobModifyIndex > current.JobModifyIndex).sort((a, b) => a.Version - b.Version)[0]?.Version ?? current.Version
 if (version === current.Version) {
   // Nomad registers no new version when the old specification is the current one.
   console.log(`${JOB} version ${current.Version} already has the specification of version ${target}: Nomad registered nothing new`)

@@ -29,7 +29,7 @@ describe('deploy_arangodb: the main path', () => {
       CHECK,
       `job plan ${JOBFILE}`,
       `job run -check-index 0 -detach ${JOBFILE}`,
-      `job inspect -t {{.Version}} ${JOB}`,
+      `job history -json ${JOB}`,
       `job deployments -latest -json ${JOB}`,
       `job deployments -latest -json ${JOB}`,
     ])

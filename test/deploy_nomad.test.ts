@@ -21,7 +21,7 @@ describe('deploy_nomad: the main path', () => {
     expect(sb.commands('nomad')).toEqual([
       `job plan -var=binary_path=/root/data/agent ${JOBFILE}`,
       `job run -check-index 0 -detach -var=binary_path=/root/data/agent ${JOBFILE}`,
-      'job inspect -t {{.Version}} agent-economique',
+      'job history -json agent-economique',
       'job deployments -latest -json agent-economique',
       'job deployments -latest -json agent-economique',
     ])
@@ -93,6 +93,14 @@ describe('deploy_nomad: the main path', () => {
       expect(call.argv.join(' ')).not.toMatch(/canary-|-token|-address|-ca-cert/)
     }
     expect(r.output).not.toMatch(/canary-/)
+  })
+
+  it('reports the version ITS run registered: a deploy landing right after it is not taken for its success (exit 1, superseded)', async () => {
+    sb.setState({ raceAfterRun: true })
+    const r = await sb.run(SCRIPT)
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain('==> Follow the deployment of agent-economique version 0')
+    expect(r.stdout).toMatch(/^agent-economique version 0: deployment [0-9a-f]{8} cancelled: Cancelled due to newer version of job/m)
   })
 })
 

@@ -61,7 +61,7 @@ describe('deploy_storefront: the three outcomes', () => {
     expect(sb.commands('nomad')).toEqual([
       plan(tag),
       run(0, tag),
-      'job inspect -t {{.Version}} cedra-storefront',
+      'job history -json cedra-storefront',
       'job deployments -latest -json cedra-storefront',
       'job deployments -latest -json cedra-storefront',
     ])
@@ -69,7 +69,7 @@ describe('deploy_storefront: the three outcomes', () => {
     // Order across tools: the plan first, the run only after the push.
     const tools = sb.calls().map((c) => `${c.tool} ${c.argv[0]} ${c.argv[1] ?? ''}`.trim())
     expect(tools).toEqual(['nomad version', 'nomad server members', 'nomad job plan', 'docker version --format', 'docker buildx version', `docker build --platform`, `docker push ${IMAGE}:${tag}`,
-      'nomad job run', 'nomad job inspect', 'nomad job deployments', 'nomad job deployments'])
+      'nomad job run', 'nomad job history', 'nomad job deployments', 'nomad job deployments'])
     expect(r.stdout).toMatch(/^cedra-storefront version 0: deployment [0-9a-f]{8} successful \(Deployment completed successfully\)$/m)
     expect(r.stdout).not.toContain('promote_storefront')
     expect(r.stdout).toContain('nomad alloc logs -f -job cedra-storefront')
@@ -93,7 +93,7 @@ describe('deploy_storefront: the three outcomes', () => {
     expect(sb.commands('nomad').slice(before)).toEqual([
       plan(tag),
       run(11, tag),
-      'job inspect -t {{.Version}} cedra-storefront',
+      'job history -json cedra-storefront',
       'job deployments -latest -json cedra-storefront',
       'job deployments -latest -json cedra-storefront',
       'job history -json cedra-storefront',

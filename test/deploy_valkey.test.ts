@@ -21,7 +21,7 @@ describe('deploy_valkey: the main path', () => {
     expect(sb.commands('nomad')).toEqual([
       PLAN,
       `job run -check-index 0 -detach ${VAR} ${JOBFILE}`,
-      'job inspect -t {{.Version}} valkey',
+      'job history -json valkey',
       'job deployments -latest -json valkey',
       'job deployments -latest -json valkey',
     ])

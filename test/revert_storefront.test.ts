@@ -85,7 +85,7 @@ describe('revert_storefront: the revert and its deployment', () => {
     expect(sb.commands('nomad').slice(before)).toEqual([
       'job history -json cedra-storefront',
       'job revert -detach cedra-storefront 0',
-      'job inspect -t {{.Version}} cedra-storefront',
+      'job history -json cedra-storefront',
       'job deployments -latest -json cedra-storefront',
       'job deployments -latest -json cedra-storefront',
     ])

@@ -57,9 +57,26 @@ export async function runJob(nomad: Nomad, plan: Plan): Promise<number> {
     if (problem) fail(`nomad job run: ${problem}; Nomad registered nothing`)
     nomadFailed(nomad, 'nomad job run', out, true)
   }
-  const version = await nomad.$`nomad job inspect -t ${'{{.Version}}'} ${plan.job}`
-  if (!version.ok) nomadFailed(nomad, 'nomad job inspect', version, true)
-  return Number(version.stdout.trim())
+  return versionAfter(nomad, plan.job, plan.index)
+}
+
+/**
+ * The job version a registration made after modify index `index` (-check-index guarantees ours is the
+ * first): the oldest version whose JobModifyIndex is greater. Not "the current version": a deploy that
+ * lands between our run and this read would otherwise be reported as ours.
+ */
+export async function versionAfter(nomad: Nomad, job: string, index: number): Promise<number> {
+  const out = await nomad.$`nomad job history -json ${job}`
+  if (!out.ok) nomadFailed(nomad, 'nomad job history', out, true)
+  let versions: { Version: number; JobModifyIndex: number }[]
+  try {
+    versions = JSON.parse(out.stdout)
+  } catch {
+    fail(`nomad job history -json ${job} printed no JSON`)
+  }
+  const mine = versions.filter((v) => v.JobModifyIndex > index).sort((a, b) => a.Version - b.Version)[0]
+  if (!mine) fail(`nomad job history ${job} shows no version registered after modify index ${index}: run it again`)
+  return mine.Version
 }
 
 export type Outcome = { outcome: 'successful' | 'canary' | 'failed' | 'timeout' | 'none'; line: string; deployment?: string }

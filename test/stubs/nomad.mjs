@@ -19,6 +19,7 @@
 //   polls: how many status reads a deployment stays "running" before it moves on (default 2)
 //   inplace: true — a changed job plans as an in-place update (exit 0, "+/- Job")
 //   raceAfterPlan: true — another deploy registers the job right after this plan (concurrency)
+//   raceAfterRun: true — another deploy registers a newer version right after this run's
 //   token: "x" — the only token the cluster accepts (403 for any other)
 //   placement: "missing compatible host volumes" — plan reports the scheduler cannot place the job
 //   fail: ["job inspect", ...] — these subcommands fail as on a cluster that lost its leader (500)
@@ -370,6 +371,7 @@ function register(name, job, extra = {}, { rollback = false } = {}) {
     autoPromote: job.autoPromote, autoRevert: job.autoRevert, image: job.image, submitTime: Date.now() * 1e6, stable: false,
     vault: job.vault, task: job.task, consulBlock: job.consulBlock, templates: job.templates, consulTemplate: job.consulTemplate, ...extra })
   j.modifyIndex = ++state.index
+  j.versions[version].jobModifyIndex = j.modifyIndex
   // Canaries are placed only when an earlier version runs (the first deployment has none).
   // Canaries are placed only for a destructive update of what runs: a version whose specification is
   // the latest stable one (a revert to what the other instances run) is updated in place.
@@ -410,6 +412,8 @@ function run() {
   }
   consulSubmitter(job)
   const d = register(job.name, job)
+  // raceAfterRun: someone else's deploy registers a newer version right after this one (before the script reads anything back).
+  if (state.raceAfterRun) { delete state.raceAfterRun; register(job.name, { ...job, key: 'someone-else-after-run' }) }
   if (warnings.length) out(`Job Warnings:\n${warningText(warnings)}\n`)
   hint('View this job in the Web UI', `jobs/${job.name}@default`)
   if (flags.detach) return detachedOutput()
@@ -509,7 +513,8 @@ function history() {
   if (!j) noJob(name)
   const versions = [...j.versions].reverse()
   // -json prints whole jobs; the double keeps the fields scripts read, and the task's image.
-  if (flags.json) return out(JSON.stringify(versions.map((v) => ({ ID: name, Name: name, Version: v.version, Stable: v.stable, SubmitTime: v.submitTime,
+  // Each stored version keeps the JobModifyIndex of its registration (nomad/state/state_store.go@v2.0.5 upsertJobImpl: JobModifyIndex = index, then upsertJobVersion).
+  if (flags.json) return out(JSON.stringify(versions.map((v) => ({ ID: name, Name: name, Version: v.version, Stable: v.stable, SubmitTime: v.submitTime, JobModifyIndex: v.jobModifyIndex ?? 0,
     TaskGroups: v.groups.map((g) => ({ Name: g, Count: v.count, Tasks: v.image ? [{ Name: g, Driver: 'docker', Config: { image: v.image } }] : [] })) })), null, 4))
   out(versions.map((v) => `Version     = ${v.version}\nStable      = ${v.stable}\nSubmit Date = 2024-01-01T00:00:00Z`).join('\n\n'))
 }
