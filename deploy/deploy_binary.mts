@@ -37,7 +37,8 @@ const JOB = 'agent-economique'
 const LDFLAGS = '-s -w -buildid='
 // Remote scripts: fixed text, values arrive as "$1" "$2"... LOOK only reads: the platform, then the
 // live binary's sha256, "none", or "other" (not a regular file).
-const LOOK = 'command -v sha256sum >/dev/null || { echo "sha256sum not found on the server" >&2; exit 3; }; uname -sm; if [ -f "$1/$2" ]; then sha256sum < "$1/$2"; elif [ -e "$1/$2" ] || [ -L "$1/$2" ]; then echo other; else echo none; fi'
+const LOOK = 'command -v sha256sum >/dev/null || { echo "sha256sum not found on the server" >&2; exit 3; }; uname -sm; if [ -f "$1/$2" ]; then sha256sum < "$1/$2"; elif [ -e "$1/$2" ] || [ -L "$1/$2" ]; then echo other; else echo none; fi; ' +
+  'p="$1/$2.previous"; if [ -f "$p" ] && [ ! -L "$p" ]; then echo previous-file; elif [ -e "$p" ] || [ -L "$p" ]; then echo previous-other; else echo previous-none; fi'
 // INSTALL: $1 dir, $2 name, $3 upload suffix, $4 expected sha256, the binary on stdin. When the input
 // ends early (the client was killed) the checksum differs and the EXIT trap removes the upload.
 const INSTALL = [
@@ -85,17 +86,19 @@ step(`Connect to ${target.destination} (port ${target.port}) and read the sha256
 const ssh = await openSsh(target)
 const look = await ssh.run(LOOK, [dir, name])
 if (!look.ok) fail(`reading ${live} on ${target.destination}: ${ssh.why(look)}`)
-// Exactly two lines after the frame: the platform, then the sha256, "none" or "other".
+// Exactly three lines after the frame: the platform; the sha256, "none" or "other"; what .previous is.
 const lines = look.stdout.trim().split('\n')
-if (!look.framed || lines.length !== 2 || !/^([0-9a-f]{64}\b.*|none|other)$/.test(lines[1])) {
+if (!look.framed || lines.length !== 3 || !/^([0-9a-f]{64}\b.*|none|other)$/.test(lines[1]) || !/^previous-(file|other|none)$/.test(lines[2])) {
   await ssh.close()
-  refuse([look.framed ? `reading ${live} on ${target.destination} printed ${JSON.stringify(look.stdout.slice(0, 120))}, not the two lines of the fixed remote script: nothing was changed` : unframed(target)])
+  refuse([look.framed ? `reading ${live} on ${target.destination} printed ${JSON.stringify(look.stdout.slice(0, 160))}, not the three lines of the fixed remote script: nothing was changed` : unframed(target)])
 }
-const [uname = '', current = ''] = lines
+const [uname = '', current = '', previous = ''] = lines
 const platform = PLATFORMS[uname.trim()]
 const refusals = [
   ...(platform && platform !== `${goos}/${goarch}` ? [`${target.host} is ${uname.trim()} (${platform}) but AGENT_GOOS/AGENT_GOARCH build ${goos}/${goarch}: set them to match`] : []),
   ...(current.trim() === 'other' ? [`${live} exists on ${target.host} but is not a regular file: move it away or set AGENT_REMOTE_DIR / AGENT_BINARY_NAME`] : []),
+  // The rollback copy is a hard link made over it: a directory there would swallow the link.
+  ...(previous === 'previous-other' ? [`${live}.previous exists on ${target.host} but is not a regular file (the rollback copy goes there): move it away`] : []),
 ]
 if (refusals.length) {
   await ssh.close()

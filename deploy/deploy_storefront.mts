@@ -43,7 +43,7 @@
 // Exit: 0 canary waiting for promotion, deployed, or already up to date; 1 a step failed (build, push,
 //       run, a deployment failed or rolled back, --timeout reached); 2 refused before changing anything.
 import { createHash } from 'node:crypto'
-import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { $, which, type ProcessOutput, type ProcessPromise } from 'zx'
 import { type Checks, childEnv, exit, EXIT, fail, refuse, root, shq, start, step } from './lib/env.mts'
@@ -182,7 +182,9 @@ async function sourceTag(check: Checks, dir: string, allowDirty: boolean): Promi
   if (!head.ok) {
     check.missing(/not a git repository/.test(head.stderr)
       ? `${name} is not a git work tree: the image tag is its commit`
-      : `${name}: git rev-parse HEAD failed (${lastLine(head)}): the image tag is a commit, make one first`)
+      : /dubious ownership/.test(head.stderr)
+        ? `${name} belongs to another user and git refuses to read it ("dubious ownership"): if you trust it, git config --global --add safe.directory ${dir}`
+        : `${name}: git rev-parse HEAD failed (${lastLine(head)}): the image tag is a commit, make one first`)
     return
   }
   const commit = head.stdout.trim()
@@ -209,7 +211,12 @@ async function sourceTag(check: Checks, dir: string, allowDirty: boolean): Promi
   const hash = createHash('sha256').update(diff.stdout)
   for (const f of untracked.stdout.split('\0').filter(Boolean).sort()) {
     const file = path.join(dir, f)
-    hash.update(`\0${f}\0`).update(lstatSync(file).isSymbolicLink() ? `-> ${path.resolve(dir, f)}` : readFileSync(file))
+    // A link by its target (what docker copies), a nested repository by its commit and changes, a file by its bytes.
+    const st = lstatSync(file)
+    const what = st.isSymbolicLink() ? `-> ${readlinkSync(file)}`
+      : st.isDirectory() ? `repo ${(await git`git -C ${file} rev-parse HEAD`).stdout.trim()}\n${(await git`git -C ${file} status --porcelain --untracked-files=all`).stdout}`
+        : readFileSync(file)
+    hash.update(`\0${f}\0`).update(what)
   }
   const dirty = `${commit}-dirty-${hash.digest('hex').slice(0, 12)}`
   check.warn(`${name} has uncommitted changes (${shown}): deploying them as ${dirty} (--allow-dirty); commit them for an image anyone can rebuild`)

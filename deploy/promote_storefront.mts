@@ -20,7 +20,7 @@
 //   -h, --help        this help
 // Exit: 0 promoted and deployed; 1 nothing to promote, the canary is not healthy, the deployment
 //       failed or rolled back, or --timeout reached; 2 refused before changing anything.
-import { EXIT, exit, fail, start, step } from './lib/env.mts'
+import { EXIT, exit, fail, refuse, start, step } from './lib/env.mts'
 import { followDeployment } from './lib/deployment.mts'
 import { nomadConnection, nomadError, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
 
@@ -55,8 +55,7 @@ if (!latest.ok) {
   if (/No job\(s\) with prefix or ID/.test(latest.stderr)) nothingToPromote(`${JOB} is not deployed on ${nomad.addr}`)
   const { message, code } = nomadError(nomad, latest)
   if (code !== EXIT.refused) fail(`nomad job deployments: ${message}`)
-  console.error(`✗ nomad job deployments: ${message}`)
-  exit(EXIT.refused)
+  refuse([`nomad job deployments: ${message}`])
 }
 const d = latest.stdout.trim() && latest.stdout.trim() !== 'null' ? (JSON.parse(latest.stdout) as Deployment) : undefined
 if (!d) nothingToPromote(`${JOB} has no deployment`)

@@ -64,8 +64,7 @@ if (!history.ok) {
   if (/No job\(s\) with prefix or ID/.test(history.stderr)) refuse([`${JOB} is not deployed on ${nomad.addr}: there is nothing to revert`])
   const { message, code } = nomadError(nomad, history)
   if (code !== EXIT.refused) fail(`nomad job history: ${message}`)
-  console.error(`✗ nomad job history: ${message}`)
-  exit(EXIT.refused)
+  refuse([`nomad job history: ${message}`])
 }
 const versions = (JSON.parse(history.stdout) as Version[]).sort((a, b) => b.Version - a.Version)
 const current = versions[0]

@@ -297,6 +297,24 @@ describe('deploy_binary: failures leave the live binary as it was', () => {
     expect(arm.output).not.toContain('last login: yesterday')
   })
 
+  it('refuses (exit 2) a directory where the rollback copy goes (<name>.previous), before building or sending anything', async () => {
+    expect((await run()).code).toBe(0)
+    const live = `${remote}/agent`
+    execFileSync('su', ['-s', '/bin/sh', USERS.dash, '-c', `mkdir ${live}.previous`])
+    const r = await run({ AGENT_SOURCE_DIR: variant('fixture-2') })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain(`${live}.previous exists on 127.0.0.1 but is not a regular file (the rollback copy goes there): move it away`)
+    expect(execFileSync(live, { encoding: 'utf8' })).toBe('agent fixture-1\n')
+  })
+
+  it('a TMPDIR too long for a unix socket path: the control socket goes to /tmp, and the run works', async () => {
+    const long = path.join(sb.dir, 'a'.repeat(60), 'b'.repeat(40))
+    mkdirSync(long, { recursive: true })
+    const r = await run({ TMPDIR: long })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toMatch(/-S \/tmp\/deploy-ssh-/)
+  })
+
   it('refuses (exit 2) when the live path is not a regular file, before changing anything', async () => {
     mkdirSync(`${remote}/agent`, { recursive: true })
     const r = await run()

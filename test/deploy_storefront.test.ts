@@ -1,7 +1,7 @@
 // deploy_storefront.mts, run as a user runs it: a REAL git repository for the tag, the docker and
 // nomad test doubles for the build, the push and the cluster.
 import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { root, sandbox, type Sandbox } from './helpers.ts'
@@ -209,6 +209,30 @@ describe('deploy_storefront: the image tag comes from git', () => {
     expect(other.code, other.stderr).toBe(0)
     expect(sb.readState('docker').pushed[1]).toMatch(new RegExp(`:${commit}-dirty-[0-9a-f]{12}$`))
     expect(sb.readState('docker').pushed[1]).not.toBe(sb.readState('docker').pushed[0])
+  })
+
+  it('--allow-dirty: an untracked nested git repository is hashed by its commit and changes (no EISDIR); a retargeted symlink gives another tag', async () => {
+    const nested = path.join(src, 'vendor-lib')
+    mkdirSync(nested)
+    writeFileSync(path.join(nested, 'a.ts'), 'export const x = 1\n')
+    execFileSync('git', ['-c', 'user.name=T', '-c', 'user.email=t@example.com', 'init', '-q'], { cwd: nested })
+    execFileSync('git', ['-c', 'user.name=T', '-c', 'user.email=t@example.com', 'add', '-A'], { cwd: nested })
+    execFileSync('git', ['-c', 'user.name=T', '-c', 'user.email=t@example.com', 'commit', '-q', '-m', 'x'], { cwd: nested })
+    symlinkSync('target-one', path.join(src, 'link'))
+    const r = await sb.run(SCRIPT, ['--allow-dirty', '--dry-run'], env())
+    expect(r.code, r.stderr).toBe(0)
+    const tag = (r.stderr.match(/deploying them as (\S+) \(--allow-dirty\)/) ?? [])[1]
+    expect(tag).toMatch(/-dirty-[0-9a-f]{12}$/)
+    rmSync(path.join(src, 'link'))
+    symlinkSync('target-two', path.join(src, 'link'))
+    const again = await sb.run(SCRIPT, ['--allow-dirty', '--dry-run'], env())
+    expect((again.stderr.match(/deploying them as (\S+) \(--allow-dirty\)/) ?? [])[1]).not.toBe(tag)
+  })
+
+  it('a checkout owned by another user ("dubious ownership") is named as such, with the safe.directory fix', async () => {
+    const r = await sb.run(SCRIPT, ['--dry-run'], env({ GIT_TEST_ASSUME_DIFFERENT_OWNER: '1' }))
+    expect(r.stderr).toContain('belongs to another user and git refuses to read it ("dubious ownership"): if you trust it, git config --global --add safe.directory')
+    expect(r.stderr).not.toContain('make a commit first')
   })
 
   it('refuses a source without a Dockerfile (exit 2, no call at all)', async () => {

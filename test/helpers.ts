@@ -166,6 +166,17 @@ export function makeCerts(dir: string) {
   writeFileSync(path.join(d, 'ca.cnf'), '[ca]\ndefault_ca=d\n[d]\ndatabase=db/index\nnew_certs_dir=db\nserial=db/serial\npolicy=p\ndefault_md=sha256\n[p]\ncommonName=supplied\n')
   sh('openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca-key.pem -in client.csr -out expired.pem -startdate 20200101000000Z -enddate 20210101000000Z -notext')
   writeFileSync(path.join(d, 'not-pem.pem'), 'this is not a certificate\n')
+  // An intermediate CA, a client certificate it issued, sent with it (leaf then intermediate).
+  writeFileSync(path.join(d, 'ca-ext.cnf'), 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n')
+  sh(`openssl req ${ec} -keyout int-key.pem -out int.csr -subj /CN=test-intermediate`)
+  sh('openssl x509 -req -in int.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out int.pem -days 365 -extfile ca-ext.cnf')
+  sh(`openssl req ${ec} -keyout leaf-key.pem -out leaf.csr -subj /CN=client-via-intermediate`)
+  sh('openssl x509 -req -in leaf.csr -CA int.pem -CAkey int-key.pem -CAcreateserial -out leaf.pem -days 365')
+  writeFileSync(path.join(d, 'leaf-chain.pem'), readFileSync(path.join(d, 'leaf.pem'), 'utf8') + readFileSync(path.join(d, 'int.pem'), 'utf8'))
+  // A CA bundle during a rotation: an expired certificate beside the valid CA.
+  writeFileSync(path.join(d, 'bundle-rotating.pem'), readFileSync(path.join(d, 'expired.pem'), 'utf8') + readFileSync(path.join(d, 'ca.pem'), 'utf8'))
+  sh('openssl pkey -in client-key.pem -aes256 -passout pass:secret-passphrase -out client-key-encrypted.pem')
   const f = (n: string) => path.join(d, n)
-  return { ca: f('ca.pem'), cert: f('client.pem'), key: f('client-key.pem'), expired: f('expired.pem'), soon: f('soon.pem'), wrongKey: f('wrong-key.pem'), otherCa: f('other-ca.pem'), notPem: f('not-pem.pem') }
+  return { ca: f('ca.pem'), cert: f('client.pem'), key: f('client-key.pem'), expired: f('expired.pem'), soon: f('soon.pem'), wrongKey: f('wrong-key.pem'), otherCa: f('other-ca.pem'), notPem: f('not-pem.pem'),
+    leafChain: f('leaf-chain.pem'), leafKey: f('leaf-key.pem'), leafAlone: f('leaf.pem'), rotatingBundle: f('bundle-rotating.pem'), encryptedKey: f('client-key-encrypted.pem') }
 }

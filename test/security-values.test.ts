@@ -4,7 +4,7 @@
 // overflowed to 1 ms, a poll longer than the whole wait.
 import { writeFileSync } from 'node:fs'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { sandbox, type Sandbox } from './helpers.ts'
+import { makeCerts, sandbox, type Sandbox } from './helpers.ts'
 
 let sb: Sandbox
 beforeEach(() => {
@@ -84,5 +84,40 @@ describe('limits that hold', () => {
     const r = await sb.run('deploy_nomad.mts', ['--timeout', '600'], { env: { DEPLOY_POLL_SECONDS: '900' } })
     expect(r.code).toBe(2)
     expect(r.stderr).toContain('DEPLOY_POLL_SECONDS=900 is longer than the --timeout of 600s: poll more often, or wait longer')
+  })
+})
+
+describe('valid configurations are not refused', () => {
+  const https = { NOMAD_ADDR: 'https://nomad.example.internal:4646', NOMAD_TOKEN: 'test-token-0001' }
+
+  it('a client certificate sent with its intermediate is accepted; without it, it is not issued by the CA', async () => {
+    const c = makeCerts(sb.dir)
+    let r = await sb.run('deploy_nomad.mts', ['--dry-run'], { env: { ...https, NOMAD_CACERT: c.ca, NOMAD_CLIENT_CERT: c.leafChain, NOMAD_CLIENT_KEY: c.leafKey } })
+    expect(r.code, r.stderr).toBe(0)
+    r = await sb.run('deploy_nomad.mts', ['--dry-run'], { env: { ...https, NOMAD_CACERT: c.ca, NOMAD_CLIENT_CERT: c.leafAlone, NOMAD_CLIENT_KEY: c.leafKey } })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/NOMAD_CLIENT_CERT \(.*leaf\.pem\) was not issued by NOMAD_CACERT/)
+  })
+
+  it('a CA bundle with one expired certificate beside a valid one (a rotation) is a warning, not a refusal', async () => {
+    const c = makeCerts(sb.dir)
+    const r = await sb.run('deploy_nomad.mts', ['--dry-run'], { env: { ...https, NOMAD_CACERT: c.rotatingBundle, NOMAD_CLIENT_CERT: c.cert, NOMAD_CLIENT_KEY: c.key } })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toMatch(/warning: NOMAD_CACERT \(.*bundle-rotating\.pem\) holds .*CN=client.*, which expired on .*, beside valid ones: remove it once the rotation is over/)
+  })
+
+  it('an encrypted client key is named as such, with how to decrypt it', async () => {
+    const c = makeCerts(sb.dir)
+    const r = await sb.run('deploy_nomad.mts', ['--dry-run'], { env: { ...https, NOMAD_CACERT: c.ca, NOMAD_CLIENT_CERT: c.cert, NOMAD_CLIENT_KEY: c.encryptedKey } })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('is encrypted with a passphrase, which the nomad CLI cannot ask for: decrypt a copy')
+  })
+
+  it('DEPLOY_SSH_HOST=::1 (an IPv6 address) is accepted; -oProxyCommand=… still is not', async () => {
+    let r = await sb.run('deploy_arango_volume.mts', ['--dry-run'], { env: { DEPLOY_SSH_HOST: '::1' } })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain(' -- ::1 ')
+    r = await sb.run('deploy_arango_volume.mts', ['--dry-run'], { env: { DEPLOY_SSH_HOST: '-oProxyCommand=id' } })
+    expect(r.code).toBe(2)
   })
 })

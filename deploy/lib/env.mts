@@ -116,6 +116,8 @@ function checks(dryRun: boolean) {
     const v = process.env[name]
     const bad = v === undefined ? undefined : badCharacters(v)
     if (bad && !seen.has(name)) problems.push(`${name} holds ${bad}: remove it (values are taken exactly as written, or refused)`)
+    // Linux passes at most 128 KiB per environment entry to a child: a longer value would fail its command.
+    else if (v !== undefined && v.length > 100_000 && !seen.has(name)) problems.push(`${name} is ${v.length} characters long, more than a command's environment can carry (128 KiB an entry): check its value`)
     seen.add(name)
     return v
   }

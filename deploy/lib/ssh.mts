@@ -21,8 +21,9 @@ export function sshTarget(check: Checks) {
   const port = check.get('DEPLOY_SSH_PORT', '22')
   const key = check.localPath('DEPLOY_SSH_KEY')
   const knownHosts = check.localPath('DEPLOY_SSH_KNOWN_HOSTS')
-  if (host && !/^[A-Za-z0-9][A-Za-z0-9.:-]*$/.test(host))
-    check.problem(`DEPLOY_SSH_HOST=${JSON.stringify(host)} must be a host name or address (letters, digits, . : -, not starting with -)`)
+  // A name or an IPv4 address, or an IPv6 address (::1, fe80::1); never anything ssh could read as an option.
+  if (host && !/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(host) && !/^[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*$/.test(host))
+    check.problem(`DEPLOY_SSH_HOST=${JSON.stringify(host)} must be a host name or address (letters, digits, . -, or an IPv6 address such as ::1; not starting with -)`)
   if (user && !/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(user))
     check.problem(`DEPLOY_SSH_USER=${JSON.stringify(user)} must be a plain user name (letters, digits, _ . -, not starting with -)`)
   if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) check.problem(`DEPLOY_SSH_PORT=${JSON.stringify(port)} must be a port number (1-65535)`)
@@ -79,7 +80,9 @@ const KEEPER = 'd=$1; shift; exec 3<&0; "$@" </dev/null 3<&- & m=$!; { cat <&3 >
  * through; closed by close() or, whatever the way out, by onExit.
  */
 export async function openSsh(target: SshTarget) {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'deploy-ssh-')) // 0700, unique to this run
+  // 0700, unique to this run. A unix socket path holds at most 104-108 bytes: a long TMPDIR falls back to /tmp.
+  const base = path.join(os.tmpdir(), 'deploy-ssh-XXXXXX', 's').length > 100 ? '/tmp' : os.tmpdir()
+  const dir = mkdtempSync(path.join(base, 'deploy-ssh-'))
   const socket = path.join(dir, 's')
   const control = ['-S', socket.replace(/%/g, '%%')]
   // The master lives exactly as long as this script: a POSIX sh keeper holds the end of a pipe we

@@ -8,20 +8,38 @@ import { type Checks } from './env.mts'
 /** TLS files: exist, parse as PEM, not expired (warning under 30 days), key matches cert, cert issued by CA. */
 export function checkTls(check: Checks, files: { ca: string; cert?: string; key?: string }) {
   if (Boolean(files.cert) !== Boolean(files.key)) check.problem('NOMAD_CLIENT_CERT and NOMAD_CLIENT_KEY go together: set both or neither')
-  const ca = readCerts(check, 'NOMAD_CACERT', files.ca)
-  const cert = files.cert ? readCerts(check, 'NOMAD_CLIENT_CERT', files.cert)?.[0] : undefined
+  const ca = readCerts(check, 'NOMAD_CACERT', files.ca, { bundle: true })
+  // The client certificate first, then the intermediates it may be sent with.
+  const chain = files.cert ? readCerts(check, 'NOMAD_CLIENT_CERT', files.cert) : undefined
+  const cert = chain?.[0]
   if (files.key && cert) {
     const pem = readPem(check, 'NOMAD_CLIENT_KEY', files.key)
     if (pem !== undefined) {
       try {
         if (!cert.checkPrivateKey(createPrivateKey(pem))) check.problem(`NOMAD_CLIENT_KEY (${files.key}) does not match NOMAD_CLIENT_CERT (${files.cert})`)
       } catch {
-        check.problem(`NOMAD_CLIENT_KEY (${files.key}) is not a PEM private key`)
+        check.problem(/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(pem)
+          ? `NOMAD_CLIENT_KEY (${files.key}) is encrypted with a passphrase, which the nomad CLI cannot ask for: decrypt a copy (openssl pkey -in ${files.key} -out client-key.plain.pem) and point NOMAD_CLIENT_KEY at it`
+          : `NOMAD_CLIENT_KEY (${files.key}) is not a PEM private key`)
       }
     }
   }
-  if (ca && cert && !ca.some((c) => cert.checkIssued(c) && cert.verify(c.publicKey)))
+  if (ca && chain && !issuedBy(chain, ca))
     check.problem(`NOMAD_CLIENT_CERT (${files.cert}) was not issued by NOMAD_CACERT (${files.ca})`)
+}
+
+/** Does a CA of `roots` issue chain[0], directly or through the intermediates that follow it in the file? */
+function issuedBy(chain: X509Certificate[], roots: X509Certificate[]): boolean {
+  const signs = (issuer: X509Certificate, c: X509Certificate) => c.checkIssued(issuer) && c.verify(issuer.publicKey)
+  let current = chain[0]
+  const rest = chain.slice(1)
+  for (let hops = 0; hops <= rest.length; hops++) {
+    if (roots.some((r) => signs(r, current))) return true
+    const next = rest.find((c) => signs(c, current))
+    if (!next) return false
+    current = next
+  }
+  return false
 }
 
 export function readPem(check: Checks, name: string, file: string): string | undefined {
@@ -34,8 +52,11 @@ export function readPem(check: Checks, name: string, file: string): string | und
   }
 }
 
-/** PEM certificates in a file: each parses, none expired (a warning under 30 days left). */
-export function readCerts(check: Checks, name: string, file: string): X509Certificate[] | undefined {
+/**
+ * PEM certificates in a file: each parses, none expired (a warning under 30 days left). A CA `bundle`
+ * may hold an expired certificate beside valid ones (a rotation): a warning, unless none is valid.
+ */
+export function readCerts(check: Checks, name: string, file: string, { bundle = false } = {}): X509Certificate[] | undefined {
   const pem = readPem(check, name, file)
   if (pem === undefined) return
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
@@ -51,11 +72,15 @@ export function readCerts(check: Checks, name: string, file: string): X509Certif
     check.problem(`${name} (${file}) is not a PEM certificate`)
     return
   }
+  const valid = certs.filter((c) => Date.parse(c.validTo) >= Date.now() && Date.parse(c.validFrom) <= Date.now())
   for (const c of certs) {
     const left = (Date.parse(c.validTo) - Date.now()) / 86_400_000
-    if (left < 0) check.problem(`${name} (${file}) expired on ${c.validTo}`)
-    else if (left < 30) check.warn(`${name} (${file}) expires in ${Math.floor(left)} days (${c.validTo})`)
-    if (Date.parse(c.validFrom) > Date.now()) check.problem(`${name} (${file}) is not valid before ${c.validFrom}`)
+    const which = certs.length > 1 ? ` holds ${c.subject.replace(/\n/g, ', ')}, which` : ''
+    if (left < 0) {
+      if (bundle && valid.length) check.warn(`${name} (${file})${which} expired on ${c.validTo}, beside valid ones: remove it once the rotation is over`)
+      else check.problem(`${name} (${file})${which} expired on ${c.validTo}`)
+    } else if (left < 30) check.warn(`${name} (${file})${which} expires in ${Math.floor(left)} days (${c.validTo})`)
+    if (Date.parse(c.validFrom) > Date.now() && !(bundle && valid.length)) check.problem(`${name} (${file})${which} is not valid before ${c.validFrom}`)
   }
-  return certs
+  return bundle ? valid : certs
 }
