@@ -10,6 +10,8 @@
 // directory (created if missing; uploads of killed runs idle for 10 minutes are removed), verifies the
 // sha256 on the server, keeps the live binary as <name>.previous (a hard link) and renames the upload
 // over the live path. The live file is never opened for writing: a running agent keeps running.
+// One run at a time installs into the directory (a lock there, .<name>.lock; a second run is refused
+// with the holder's name; a lock left by a killed run expires after 15 minutes).
 // It does not (re)start the Nomad job: see the commands it prints.
 //
 // Needs: go, ssh (OpenSSH client); on the server: sh, uname, sha256sum, mkdir, find, cat, chmod, ln, mv.
@@ -47,8 +49,19 @@ const INSTALL = [
   't=".$2.upload.$3"', `trap 'rm -f -- "$t"' EXIT`, 'trap "exit 1" HUP INT TERM PIPE',
   'set -C', 'cat > "$t"', 'set +C', 's=$(sha256sum "$t")',
   'if [ "${s%% *}" != "$4" ]; then echo "sha256 mismatch on the server: got ${s%% *}, expected $4" >&2; exit 3; fi',
-  'chmod 755 -- "$t"', 'if [ -e "$2" ]; then ln -f -- "$2" "$2.previous"; fi', 'mv -f -- "$t" "$2"',
+  'chmod 755 -- "$t"',
+  // Under the lock, the live file may have become this very binary (a run that finished meanwhile):
+  // then nothing moves, and .previous keeps the binary that ran before.
+  'if [ -f "$2" ] && [ "$(sha256sum < "$2" | cut -d" " -f1)" = "$4" ]; then echo unchanged; exit 0; fi',
+  'if [ -e "$2" ]; then ln -f -- "$2" "$2.previous"; fi', 'mv -f -- "$t" "$2"', 'echo updated',
 ].join('; ')
+// One run at a time installs into a directory: $1 dir, $2 name, $3 who (this run), $4 minutes after
+// which a lock left by a killed run is taken over. Prints "acquired", "stale <old owner>" or "held <owner>".
+// (The owner is read with the shell's own `read`: nothing but sh builtins decide who holds it.)
+const LOCK = 'mkdir -p -- "$1" && l="$1/.$2.lock" && o= && if mkdir -- "$l" 2>/dev/null; then printf "%s\\n" "$3" > "$l/owner"; echo acquired; ' +
+  'elif [ -n "$(find "$l" -maxdepth 0 -mmin +"$4" 2>/dev/null)" ]; then read -r o < "$l/owner" 2>/dev/null; printf "%s\\n" "$3" > "$l/owner"; touch -- "$l"; echo "stale $o"; ' +
+  'else read -r o < "$l/owner" 2>/dev/null; echo "held $o"; fi'
+const UNLOCK = 'l="$1/.$2.lock"; o=; read -r o < "$l/owner" 2>/dev/null; if [ "$o" = "$3" ]; then rm -rf -- "$l"; fi'
 const PLATFORMS: Record<string, string> = {
   'Linux x86_64': 'linux/amd64', 'Linux aarch64': 'linux/arm64', 'Linux armv7l': 'linux/arm', 'Linux i686': 'linux/386',
 }
@@ -76,7 +89,9 @@ BUILD=$(mktemp -d)
 (cd ${shq(source)} && ${Object.entries(goEnv).map(([k, v]) => `${k}=${v}`).join(' ')} ${goBuild.map(shq).join(' ')} ${bin} .)
 ${sshCommand(target, LOOK, [dir, name])}
 SUM=$(sha256sum < ${bin} | cut -d' ' -f1)
+${sshCommand(target, LOCK, [dir, name, 'manual', '15'])}
 ${sshCommand(target, INSTALL, [dir, name, 'manual'], '"$SUM"')} < ${bin}
+${sshCommand(target, UNLOCK, [dir, name, 'manual'])}
 rm -rf "$BUILD"`)
   exit(0)
 }
@@ -121,14 +136,32 @@ let outcome: string
 if (sum === remoteSum) {
   outcome = `${live} on ${target.destination} is unchanged (same sha256): nothing sent`
 } else {
+  // Bounded like every remote command, plus the time to send the bytes at 50 kB/s at least.
+  const uploadSeconds = target.limit + Math.ceil(bytes.length / 50_000)
+  step(`Lock ${dir} for this upload (.${name}.lock)`)
+  const me = `${os.userInfo().username}@${os.hostname()} pid ${process.pid} since ${new Date().toISOString()}`
+  const stale = Math.max(15, Math.ceil(uploadSeconds / 60) + 5)
+  const lock = await ssh.run(LOCK, [dir, name, me, String(stale)])
+  const lockState = lock.stdout.trim()
+  if (!lock.ok) fail(`locking ${dir} on ${target.destination}: ${ssh.why(lock)}`)
+  if (lockState.startsWith('held')) {
+    await ssh.close()
+    refuse([`another deploy_binary is installing into ${dir} on ${target.host} (${lockState.slice(5) || 'owner unknown'}): run again once it is done; a lock left by a killed run expires after ${stale} minutes, or remove it by hand: ${target.login} rm -rf ${shq(`${dir}/.${name}.lock`)}`])
+  }
+  if (lockState.startsWith('stale')) console.error(`warning: took over a lock left ${stale}+ minutes ago by ${lockState.slice(6) || 'an unknown run'}`)
+  let locked = true
+  onExit(() => locked && ssh.run(UNLOCK, [dir, name, me]))
   // --- point of no return ---
   const suffix = randomBytes(6).toString('hex')
   step(`Upload ${bytes.length} bytes to ${dir}/.${name}.upload.${suffix}, verify its sha256 there, keep ${name}.previous, rename over ${name}`)
-  // Bounded like every remote command, plus the time to send the bytes at 50 kB/s at least.
-  const sent = await ssh.run(INSTALL, [dir, name, suffix, sum], { input: bytes, timeoutSeconds: target.limit + Math.ceil(bytes.length / 50_000) })
+  const sent = await ssh.run(INSTALL, [dir, name, suffix, sum], { input: bytes, timeoutSeconds: uploadSeconds })
   if (sent.exitCode === 3) fail(`${sent.stderr.trim()}: the upload was removed and ${live} left as it was`)
   if (!sent.ok) fail(`uploading to ${live} on ${target.destination}: ${ssh.why(sent)}`)
-  outcome = `${live} on ${target.destination} updated (${bytes.length} bytes sent)${remoteSum ? `; the previous binary is ${live}.previous` : ''}`
+  outcome = sent.stdout.trim() === 'unchanged'
+    ? `${live} on ${target.destination} is unchanged: another run installed the same binary meanwhile (sha256 checked on the server)`
+    : `${live} on ${target.destination} updated (${bytes.length} bytes sent)${remoteSum ? `; the previous binary is ${live}.previous` : ''}`
+  await ssh.run(UNLOCK, [dir, name, me])
+  locked = false
 }
 await ssh.close()
 

@@ -113,7 +113,9 @@ describe('deploy_binary: build and upload against a real sshd', () => {
     expect(calls).toEqual([
       [...calls[0].slice(0, calls[0].indexOf('-S')), '-S', socket, '-o', 'ControlMaster=yes', '-o', 'ControlPersist=no', '-n', '-N', '--', '127.0.0.1'],
       [...through, '-n', '--', '127.0.0.1', expect.stringMatching(new RegExp(`^${FRAME}sh -c 'command -v sha256sum .*' sh ${remote} agent$`))],
+      [...through, '-n', '--', '127.0.0.1', expect.stringMatching(new RegExp(`^${FRAME}sh -c 'mkdir -p -- "\\$1" && l=.*' sh ${remote} agent '[^']+ pid \\d+ since [^']+' 15$`))],
       [...through, '--', '127.0.0.1', expect.stringMatching(new RegExp(`^${FRAME}sh -c 'set -e; mkdir -p .*' sh ${remote} agent [0-9a-f]{12} ${sum}$`))],
+      [...through, '-n', '--', '127.0.0.1', expect.stringMatching(new RegExp(`^${FRAME}sh -c 'l=.*' sh ${remote} agent '[^']+ pid \\d+ since [^']+'$`))],
       ['-S', socket, '-O', 'exit', '--', '127.0.0.1'],
     ])
     expect(calls[0]).toEqual(expect.arrayContaining(['StrictHostKeyChecking=yes', `UserKnownHostsFile=${sshd.knownHosts}`, 'BatchMode=yes', 'ConnectTimeout=10']))
@@ -295,6 +297,27 @@ describe('deploy_binary: failures leave the live binary as it was', () => {
     expect(arm.code).toBe(2)
     expect(arm.stderr).toContain('but AGENT_GOOS/AGENT_GOARCH build linux/arm64: set them to match')
     expect(arm.output).not.toContain('last login: yesterday')
+  })
+
+  it('one run at a time installs: a lock held by another run refuses (exit 2, names it, nothing sent); a stale one is taken over; none is left behind', async () => {
+    expect((await run()).code).toBe(0)
+    const live = `${remote}/agent`
+    expect(readdirSync(remote).filter((f) => f.endsWith('.lock'))).toEqual([])
+    const lock = `${remote}/.agent.lock`
+    execFileSync('su', ['-s', '/bin/sh', USERS.dash, '-c', `mkdir ${lock} && echo 'ops@laptop pid 42 since 2026-12-06T10:00:00Z' > ${lock}/owner`])
+    let r = await run({ AGENT_SOURCE_DIR: variant('fixture-2') })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain(`another deploy_binary is installing into ${remote} on 127.0.0.1 (ops@laptop pid 42 since 2026-12-06T10:00:00Z)`)
+    expect(execFileSync(live, { encoding: 'utf8' })).toBe('agent fixture-1\n')
+    expect(existsSync(`${live}.previous`)).toBe(false)
+    const old = new Date(Date.now() - 60 * 60_000)
+    utimesSync(lock, old, old)
+    r = await run({ AGENT_SOURCE_DIR: variant('fixture-2') })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toContain('warning: took over a lock left 15+ minutes ago by ops@laptop pid 42')
+    expect(execFileSync(live, { encoding: 'utf8' })).toBe('agent fixture-2\n')
+    expect(execFileSync(`${live}.previous`, { encoding: 'utf8' })).toBe('agent fixture-1\n')
+    expect(existsSync(lock)).toBe(false)
   })
 
   it('refuses (exit 2) a directory where the rollback copy goes (<name>.previous), before building or sending anything', async () => {

@@ -89,13 +89,21 @@ function runCleanups(): Promise<void> {
 
 const children = new Set<ChildProcess>()
 
-/** Stop every child with its process tree: SIGTERM, then SIGKILL for what is left after 800 ms. */
-async function stopChildren() {
-  const pids = [...children].map((c) => c.pid).filter((p): p is number => Boolean(p))
-  if (!pids.length) return
-  await Promise.allSettled(pids.map((pid) => $.kill(pid, 'SIGTERM')))
-  for (let i = 0; i < 16 && children.size; i++) await new Promise((r) => setTimeout(r, 50))
-  await Promise.allSettled([...children].map((c) => c.pid && $.kill(c.pid, 'SIGKILL')))
+// Children that the cleanups still need (the ssh master: unlocking and closing go through it), by a
+// piece of their command line; they are stopped after the cleanups instead of before.
+const spared: string[] = []
+export function spareUntilCleanup(marker: string) {
+  spared.push(marker)
+}
+
+/** Stop children with their process trees: SIGTERM, then SIGKILL for what is left after 800 ms. */
+async function stopChildren({ all }: { all: boolean }) {
+  const spare = (c: ChildProcess) => !all && spared.some((m) => c.spawnargs.join(' ').includes(m))
+  const targets = () => [...children].filter((c) => c.pid && !spare(c))
+  if (!targets().length) return
+  await Promise.allSettled(targets().map((c) => $.kill(c.pid!, 'SIGTERM')))
+  for (let i = 0; i < 16 && targets().length; i++) await new Promise((r) => setTimeout(r, 50))
+  await Promise.allSettled(targets().map((c) => $.kill(c.pid!, 'SIGKILL')))
 }
 
 // Output that can no longer be written (EPIPE, EIO): nothing is written to it again.
@@ -114,8 +122,9 @@ async function stopRun(message: string, code: number) {
   // Nothing more is said: the steps still awaiting a child would report its end as their failure.
   console.log = console.error = () => {}
   closed.stderr = true
-  await stopChildren()
+  await stopChildren({ all: false })
   await runCleanups()
+  await stopChildren({ all: true })
   process.exit(code)
 }
 

@@ -7,6 +7,7 @@ import path from 'node:path'
 import { PassThrough } from 'node:stream'
 import { $, type ProcessOutput } from 'zx'
 import { fail, onExit, shq, type Checks } from './env.mts'
+import { spareUntilCleanup } from './run.mts'
 import { noAnswer } from './nomad.mts'
 import { readPem } from './tls.mts'
 
@@ -89,6 +90,8 @@ export async function openSsh(target: SshTarget) {
   // write nothing to. Whatever ends the script (even SIGKILL, which no handler sees), the pipe closes,
   // `cat` returns, the keeper stops the master and removes the control socket's directory.
   const lifeline = new PassThrough()
+  // On a signal the master outlives the other children until the cleanups (unlock, close) are done.
+  spareUntilCleanup(`${dir} ssh `)
   const master = $({ nothrow: true, input: lifeline as never })`sh -c ${KEEPER} sh ${dir} ssh ${target.options} ${control} -o ControlMaster=yes -o ControlPersist=no -n -N -- ${target.host}`
   let ended = false
   void master.finally(() => (ended = true))
