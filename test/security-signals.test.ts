@@ -142,6 +142,27 @@ describe.concurrent('6b. stop means stop through the runbook\'s own command line
   })
 })
 
+describe.concurrent('6e. a write under way when npx is stopped never lands after the run is gone', () => {
+  const phases = [
+    { script: 'put_arangodb_password.mts', tool: 'nomad', cmd: 'var put', env: { ARANGO_ROOT_PASSWORD: 'slow-canary-password-1' }, written: (sb: Ctx['sb']) => Object.keys(sb.readState().vars ?? {}).length > 0 },
+    { script: 'put_storefront_secrets.mts', tool: 'vault', cmd: 'kv put', env: { VAULT_ADDR: 'http://127.0.0.1:8200', VAULT_TOKEN: 'hvs.slow-token', REVALIDATE_SECRET: 'slow-revalidate-1', SESSION_SECRET: 'slow-session-1' },
+      written: (sb: Ctx['sb']) => Object.keys(sb.readState('vault').secrets ?? {}).length > 0 },
+  ] as const
+  it.for(phases)('$script: SIGTERM to npx during $tool $cmd (a slow server): nothing written, nothing left 2 s after its end', async (p, { expect }) => {
+    const sb = sandbox()
+    sb.stub('vault')
+    sb.setState({ slow: { [p.cmd]: 3 } }, p.tool)
+    let pid = 0
+    const run = sb.run(p.script, [], { env: p.env, onStart: (x) => (pid = x), launcher: ['npx', 'tsx'] })
+    expect(await until(() => readdirSync(sb.state).some((f) => f.startsWith('slow.')), 30_000), 'the write is under way').toBe(true)
+    process.kill(pid, 'SIGTERM')
+    await run
+    await new Promise((r) => setTimeout(r, 5000)) // past the slow server's 3 s
+    expect(p.written(sb)).toBe(false)
+    expect(processesOf(sb)).toEqual([])
+  })
+})
+
 describe.concurrent('6c. SIGKILL: the ssh connection dies with the script', () => {
   const ssh = SCRIPTS.filter((s) => scenarioOf(s).kind === 'ssh')
   it.for(ssh)('%s, SIGKILL while a remote command runs: no ssh process of the run 2 s later, its control directory removed', async (script, { expect, onTestFinished }) => {

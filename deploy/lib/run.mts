@@ -149,6 +149,9 @@ export function installHandlers() {
   installed = true
   $.verbose = false
   $.quiet = true
+  // Each child leads its own process group: stopping it (zx's kill signals the group too) also stops
+  // what it started, even a grandchild already orphaned by a dying shell in between.
+  $.detached = true
   // Echo each command on stderr as it starts (secrets never reach argv, and are redacted anyway),
   // and remember it for the failure line.
   $.log = (entry) => {

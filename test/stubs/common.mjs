@@ -72,3 +72,10 @@ export async function barrier(tool, cmd, n) {
 function alive(pid) {
   try { process.kill(pid, 0); return true } catch (e) { return e.code === 'EPERM' }
 }
+
+/** The slow knob: this call waits `seconds` before it acts ($STUB_STATE/slow.<pid> says it is under way). */
+export async function slowDown(cmd, seconds) {
+  if (!seconds) return
+  writeFileSync(path.join(dir, `slow.${process.pid}`), cmd)
+  await new Promise((r) => setTimeout(r, seconds * 1000))
+}

@@ -25,6 +25,7 @@
 //   fail: ["job inspect", ...] — these subcommands fail as on a cluster that lost its leader (500)
 //   barrier: { "job plan": 2 } — a call of that subcommand waits until that many calls of it have
 //            arrived, so that concurrent deploys all read the same state (e.g. the same modify index)
+//   slow: { "var put": 3 } — that subcommand waits so many seconds before it acts (a slow server)
 //   version / cliVersion: see above
 //   nodeRead: false — the token may not read the servers (server members answers 403)
 //   vaultDefaultIdentity: true — (1.7-1.9) the servers set vault.default_identity (workload identity)
@@ -39,7 +40,7 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
-import { barrier, err, hang, lock, logCall, out, readState, writeState } from './common.mjs'
+import { barrier, err, hang, lock, logCall, out, readState, slowDown, writeState } from './common.mjs'
 
 const load = () => readState('nomad', (s) => {
   s.index ??= 10
@@ -104,6 +105,7 @@ const { flags, args } = parseFlags(argv.slice(2), { ...GLOBAL, ...spec })
 const addr = process.env.NOMAD_ADDR ?? 'http://127.0.0.1:4646'
 const api = `${addr}/v1/${cmd.replace(' ', '/')}`
 await barrier('nomad', cmd, state.barrier?.[cmd])
+await slowDown(cmd, state.slow?.[cmd])
 if (state.mode === 'hang') await hang()
 lock('nomad')
 state = load()

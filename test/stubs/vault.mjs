@@ -10,6 +10,7 @@
 //
 // Knobs in the state file (tests set them with setState(..., 'vault')):
 //   mode: "ok" | "forbidden" (403 on everything) | "unreachable" | "readonly" (reads ok, writes 403) | "hang"
+//   slow: { "kv put": 3 } — that subcommand waits so many seconds before it acts (a slow server)
 //   token: "x" — the only token accepted (default: any non-empty token; none at all is always refused)
 //   mounts: { "secret/": 2 } — KV mounts and their version (default: secret/ as KV v2)
 //   noPatch: true — the token lacks the "patch" capability (kv patch warns and falls back to read+write)
@@ -25,7 +26,7 @@ import { randomUUID } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import path from 'node:path'
-import { barrier, err, hang, lock, logCall, out, readState, writeState } from './common.mjs'
+import { barrier, err, hang, lock, logCall, out, readState, slowDown, writeState } from './common.mjs'
 
 const load = () => readState('vault', (s) => {
   s.mode ??= 'ok'
@@ -83,6 +84,7 @@ if (cmd !== 'kv get') {
 }
 
 await barrier('vault', cmd, state.barrier?.[cmd])
+await slowDown(cmd, state.slow?.[cmd])
 if (state.mode === 'hang') await hang()
 lock('vault')
 state = load()
