@@ -1,7 +1,7 @@
 #!/usr/bin/env -S npx tsx
 // deploy_arangodb: deploy the Agent Economique ArangoDB job (jobs/arangodb.nomad, Docker) with the local nomad CLI.
 //
-// Usage: npx tsx deploy/deploy_arangodb.mts [--dry-run] [--timeout 10m] [--env-file PATH]
+// Usage: npx tsx deploy/deploy_arangodb.mts [--dry-run] [--plan] [--timeout 10m] [--env-file PATH]
 //
 // First checks that the Nomad Variable nomad/jobs/arangodb-agent-economique holds a root_password item
 // (the job's template reads the root password from it and would wait forever without it; the value
@@ -17,14 +17,15 @@
 //        ARANGO_DATA_DIR (default /opt/arangodb_data; only for the host_volume block it prints),
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
-//   --dry-run         print the commands a real run would execute; run nothing
+//   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
+//   --plan            ask the cluster what a deploy would do (the real nomad job plan); change nothing
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
 import path from 'node:path'
 import { exit, EXIT, fail, refuse, root, shq, start, step } from './lib/env.mts'
-import { deployPlanned, planCommands, planJob } from './lib/deployment.mts'
+import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
 import { nomadConnection, nomadError, timeoutSeconds } from './lib/nomad.mts'
 import { hostVolumeBlock } from './lib/volume.mts'
 
@@ -36,7 +37,7 @@ const ITEM = 'root_password'
 const NAMES = '{{.ModifyIndex}}{{range $k, $v := .Items}} {{$k}}{{end}}'
 
 // Check
-const { check, dryRun, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } } })
+const { check, dryRun, planOnly, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } }, plan: true })
 const nomad = nomadConnection(check)
 const dataDir = check.remotePath('ARANGO_DATA_DIR', '/opt/arangodb_data')
 const timeout = timeoutSeconds(flags.timeout, check)
@@ -66,6 +67,7 @@ console.error(`    ${VAR_PATH} holds ${ITEM} (modify index ${varIndex})`)
 // Plan
 step(`Plan ${JOB}`)
 const plan = await planJob(nomad, JOB, FILE)
+if (planOnly) reportPlan(plan)
 
 // --- point of no return ---
 const result = await deployPlanned(nomad, plan, timeout)

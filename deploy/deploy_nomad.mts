@@ -1,7 +1,7 @@
 #!/usr/bin/env -S npx tsx
 // deploy_nomad: deploy the Agent Economique job (jobs/agent.nomad, raw_exec) with the local nomad CLI.
 //
-// Usage: npx tsx deploy/deploy_nomad.mts [--dry-run] [--timeout 10m] [--env-file PATH]
+// Usage: npx tsx deploy/deploy_nomad.mts [--dry-run] [--plan] [--timeout 10m] [--env-file PATH]
 //
 // Runs `nomad job plan` (shows the diff, proves the cluster accepts the token), then
 // `nomad job run -check-index N -detach`, and follows the deployment to its outcome. When the plan
@@ -15,21 +15,22 @@
 //        AGENT_REMOTE_DIR (default /root/data), AGENT_BINARY_NAME (default agent),
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
-//   --dry-run         print the commands a real run would execute; run nothing
+//   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
+//   --plan            ask the cluster what a deploy would do (the real nomad job plan); change nothing
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
 import path from 'node:path'
 import { exit, root, start, step } from './lib/env.mts'
-import { deployPlanned, planCommands, planJob } from './lib/deployment.mts'
+import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
 import { nomadConnection, timeoutSeconds } from './lib/nomad.mts'
 
 const JOB = 'agent-economique'
 const FILE = path.join(root, 'jobs/agent.nomad')
 
 // Check
-const { check, dryRun, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } } })
+const { check, dryRun, planOnly, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } }, plan: true })
 const nomad = nomadConnection(check)
 const dir = check.remotePath('AGENT_REMOTE_DIR', '/root/data')
 const name = check.remoteName('AGENT_BINARY_NAME', 'agent')
@@ -46,6 +47,7 @@ if (dryRun) {
 // Plan
 step(`Plan ${JOB} (binary ${vars.binary_path})`)
 const plan = await planJob(nomad, JOB, FILE, vars)
+if (planOnly) reportPlan(plan)
 
 // --- point of no return ---
 const result = await deployPlanned(nomad, plan, timeout)

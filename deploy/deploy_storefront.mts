@@ -1,7 +1,7 @@
 #!/usr/bin/env -S npx tsx
 // deploy_storefront: build the CEDRA storefront image, push it, and roll it out on Nomad by canary.
 //
-// Usage: npx tsx deploy/deploy_storefront.mts [--dry-run] [--allow-dirty] [--timeout 10m] [--env-file PATH]
+// Usage: npx tsx deploy/deploy_storefront.mts [--dry-run] [--plan] [--allow-dirty] [--timeout 10m] [--env-file PATH]
 //
 // The image tag is the git commit of STOREFRONT_SOURCE_DIR (12 hex digits, never "latest"); a tree
 // with uncommitted changes is refused unless --allow-dirty (tag <commit>-dirty-<hash of the changes>).
@@ -37,7 +37,8 @@
 // Options:
 //   --allow-dirty     build a tree with uncommitted changes (tag <commit>-dirty-<hash>), with a warning
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
-//   --dry-run         print the commands a real run would execute; run nothing
+//   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
+//   --plan            ask the cluster what a deploy would do (the real nomad job plan); build and change nothing
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 canary waiting for promotion, deployed, or already up to date; 1 a step failed (build, push,
@@ -47,7 +48,7 @@ import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from 'nod
 import path from 'node:path'
 import { $, which, type ProcessOutput, type ProcessPromise } from 'zx'
 import { type Checks, childEnv, exit, EXIT, fail, refuse, root, shq, start, step } from './lib/env.mts'
-import { followDeployment, planJob, runJob } from './lib/deployment.mts'
+import { followDeployment, planJob, reportPlan, runJob } from './lib/deployment.mts'
 import { chooseFlow, vaultSettings } from './lib/identity.mts'
 import { atLeast, nomadConnection, nomadVersions, timeoutSeconds, type Nomad } from './lib/nomad.mts'
 
@@ -56,8 +57,8 @@ const FILE = path.join(root, 'jobs/cedra-storefront.nomad')
 const PLATFORM = 'linux/amd64'
 
 // Check
-const { check, dryRun, flags } = start(import.meta.url, {
-  options: { 'allow-dirty': { type: 'boolean' }, timeout: { type: 'string' } },
+const { check, dryRun, planOnly, flags } = start(import.meta.url, {
+  options: { 'allow-dirty': { type: 'boolean' }, timeout: { type: 'string' } }, plan: true,
 })
 const nomad = nomadConnection(check)
 check.tool('docker', 'install Docker with buildx: https://docs.docker.com/get-docker/ (Docker Desktop on a Mac)')
@@ -110,6 +111,7 @@ const { flow, vars: flowVars } = chooseFlow(nomad, versions, vaultAuth)
 Object.assign(vars, flowVars)
 step(`Plan ${JOB} with ${ref}`)
 const plan = await planJob(nomad, JOB, FILE, vars, flow)
+if (planOnly) reportPlan(plan, ` with ${ref}, after building and pushing that image${plan.created ? '' : ' (its canary first)'}`)
 if (plan.unchanged) {
   console.log(`${JOB} already runs ${ref} (the plan shows no change): nothing was built, pushed or run`)
   usefulCommands()

@@ -1,7 +1,7 @@
 #!/usr/bin/env -S npx tsx
 // deploy_valkey: deploy Valkey 8.0, the storefront's shared ISR cache (jobs/valkey.nomad), with the local nomad CLI.
 //
-// Usage: npx tsx deploy/deploy_valkey.mts [--dry-run] [--timeout 10m] [--env-file PATH]
+// Usage: npx tsx deploy/deploy_valkey.mts [--dry-run] [--plan] [--timeout 10m] [--env-file PATH]
 //
 // Runs `nomad job plan` (shows the diff, proves the cluster accepts the token), then
 // `nomad job run -check-index N -detach`, and follows the deployment to its outcome. When the plan
@@ -26,14 +26,15 @@
 //          secrets, Nomad 1.6-1.9 only: the submitter tokens a cluster without allow_unauthenticated demands),
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
-//   --dry-run         print the commands a real run would execute; run nothing
+//   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
+//   --plan            ask the cluster what a deploy would do (the real nomad job plan); change nothing
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
 import path from 'node:path'
 import { exit, root, start, step } from './lib/env.mts'
-import { deployPlanned, planCommands, planJob } from './lib/deployment.mts'
+import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
 import { chooseFlow, vaultSettings, vaultSetupSteps } from './lib/identity.mts'
 import { nomadConnection, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
 import { hostVolumeBlock } from './lib/volume.mts'
@@ -42,7 +43,7 @@ const JOB = 'valkey'
 const FILE = path.join(root, 'jobs/valkey.nomad')
 
 // Check
-const { check, dryRun, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } } })
+const { check, dryRun, planOnly, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } }, plan: true })
 const nomad = nomadConnection(check)
 const secretPath = check.kvPath('STOREFRONT_VAULT_PATH', 'secret/cedra/prod', check.optional('STOREFRONT_VAULT_MOUNT'))
 const dataDir = check.remotePath('VALKEY_DATA_DIR', '/opt/valkey_data')
@@ -68,6 +69,7 @@ const { flow, vars: flowVars } = chooseFlow(nomad, await nomadVersions(nomad), v
 Object.assign(vars, flowVars)
 step(`Plan ${JOB} (password from Vault at ${secretPath.api})`)
 const plan = await planJob(nomad, JOB, FILE, vars, flow)
+if (planOnly) reportPlan(plan)
 
 // --- point of no return ---
 const result = await deployPlanned(nomad, plan, timeout)

@@ -121,7 +121,7 @@ Useful commands:
 /** Check VAULT_ADDR, VAULT_TOKEN and VAULT_CACERT; return what runs vault with them. */
 function vaultConnection(check: Checks) {
   const { addr, https } = check.address('VAULT_ADDR', 'https://host:8200')
-  secret(check.need('VAULT_TOKEN'))
+  secret(check.needSecret('VAULT_TOKEN'))
   const ca = check.localPath('VAULT_CACERT')
   if (ca && !https) check.problem('VAULT_ADDR is http:// but VAULT_CACERT is set: use https:// or unset it')
   else if (ca) readCerts(check, 'VAULT_CACERT', ca)

@@ -1,7 +1,7 @@
 // The deployment sequence every job script shares: plan (above the point of no return) -> run
 // -check-index -> follow the deployment to its outcome; and the commands a dry run prints instead.
 import path from 'node:path'
-import { EXIT, fail, refuse, root, shq, step } from './env.mts'
+import { EXIT, exit, fail, refuse, root, shq, step } from './env.mts'
 import { flowProblem, type Flow } from './identity.mts'
 import { nomadFailed, nomadVersions, shown, type Nomad } from './nomad.mts'
 
@@ -146,3 +146,12 @@ export function planCommands(nomad: Nomad, file: string, vars: Record<string, st
   return [nomad.exportLine, `nomad job plan${v} ${f}`, `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach${v} ${f}`]
 }
 
+
+/** --plan: what a deploy would do, from the plan just printed; nothing changes (exit 0). */
+export function reportPlan(plan: Plan, would = ''): never {
+  console.log(plan.unchanged
+    ? `--plan: ${plan.job} already runs this specification: a deploy would change nothing`
+    : `--plan: a deploy would ${plan.created ? 'create' : 'register a new version of'} ${plan.job}${would} (nomad job run -check-index ${plan.index}; the diff is above)`)
+  console.log('Nothing was changed (--plan asks the cluster, read-only: a token with read-job, or plan-job on Nomad 1.11.2+, is enough).')
+  exit(EXIT.done)
+}

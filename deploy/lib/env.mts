@@ -22,7 +22,7 @@ type Options = NonNullable<ParseArgsConfig['options']>
 export const MAX_SECONDS = 2147483
 
 /** Parse flags, print --help, load the configuration, install the failure and signal handlers. */
-export function start(scriptUrl: string, spec: { options?: Options; positionals?: string } = {}) {
+export function start(scriptUrl: string, spec: { options?: Options; positionals?: string; plan?: boolean } = {}) {
   installHandlers()
   const script = fileURLToPath(scriptUrl)
   let parsed
@@ -34,6 +34,7 @@ export function start(scriptUrl: string, spec: { options?: Options; positionals?
         help: { type: 'boolean', short: 'h' },
         'dry-run': { type: 'boolean' },
         'env-file': { type: 'string' },
+        ...(spec.plan ? { plan: { type: 'boolean' } } : {}),
         ...spec.options,
       },
     })
@@ -47,9 +48,11 @@ export function start(scriptUrl: string, spec: { options?: Options; positionals?
   }
   loadEnvFile(values['env-file'] as string | undefined)
   const dryRun = Boolean(values['dry-run'])
+  const planOnly = Boolean(values.plan)
+  if (dryRun && planOnly) refuse(['--dry-run and --plan go alone: --dry-run contacts nothing, --plan asks the cluster (read-only)'])
   // A run that changes things stops when whoever started it stops (npx does not pass signals on).
   if (!dryRun) watchLauncher()
-  return { flags: values as Record<string, string | boolean | undefined>, args: positionals, dryRun, check: checks(dryRun) }
+  return { flags: values as Record<string, string | boolean | undefined>, args: positionals, dryRun, planOnly, check: checks(dryRun) }
 }
 
 /** --help is the script's header comment: one text for the reader of the file and of the terminal. */
@@ -133,6 +136,12 @@ function checks(dryRun: boolean) {
       const v = raw(name)
       if (v === undefined) problems.push(`${name} is not set`)
       else if (v.trim() === '') problems.push(`${name} is empty`)
+      return v ?? ''
+    },
+    /** A secret a real run needs: a dry run shows it as $NAME, and only warns when it is missing. */
+    needSecret(name: string): string {
+      const v = raw(name)
+      if (v === undefined || v.trim() === '') soft.push(`${name} is ${v === undefined ? 'not set' : 'empty'}`)
       return v ?? ''
     },
     /** A variable with a default; set but empty is refused (an empty value is never what was meant). */

@@ -16,7 +16,7 @@ export type Nomad = ReturnType<typeof nomadConnection>
 /** Check the NOMAD_* configuration and the nomad CLI; return what runs nomad with it. */
 export function nomadConnection(check: Checks) {
   const { addr, https } = check.address('NOMAD_ADDR', 'https://host:4646')
-  const token = https ? check.need('NOMAD_TOKEN') : check.optional('NOMAD_TOKEN')
+  const token = https ? check.needSecret('NOMAD_TOKEN') : check.optional('NOMAD_TOKEN')
   secret(token)
   check.optional('NOMAD_NAMESPACE')
   check.optional('NOMAD_REGION')
@@ -47,7 +47,7 @@ export function nomadConnection(check: Checks) {
     $: nomad,
     env,
     /** One copy-pasteable line that sets the same environment (the token as a reference). */
-    exportLine: `export ${shown.map((n) => `${n}=${shq(env[n]!)}`).join(' ')}${token ? ' NOMAD_TOKEN="$NOMAD_TOKEN"' : ''}`,
+    exportLine: `export ${shown.map((n) => `${n}=${shq(env[n]!)}`).join(' ')}${token || https ? ' NOMAD_TOKEN="$NOMAD_TOKEN"' : ''}`,
   }
 }
 

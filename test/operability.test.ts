@@ -1,0 +1,79 @@
+// For reviewers and pipelines (the issue "Operable from a merge request, a CI job and cron", its first
+// part): a --dry-run needs no production secret and contacts nothing; --plan asks the cluster what a
+// deploy would do (the real `nomad job plan`) and changes nothing.
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { beforeEach, describe, expect, it } from 'vitest'
+import { root, sandbox, type Sandbox } from './helpers.ts'
+
+let sb: Sandbox
+beforeEach(() => {
+  sb = sandbox()
+  sb.stub('vault')
+  sb.stub('docker')
+})
+const HTTPS = { NOMAD_ADDR: 'https://nomad.example.internal:4646', NOMAD_TOKEN: undefined }
+
+describe('--dry-run needs no secret', () => {
+  it.each(['deploy_nomad.mts', 'deploy_arangodb.mts', 'deploy_valkey.mts', 'promote_storefront.mts', 'revert_storefront.mts', 'put_arangodb_password.mts'])(
+    '%s --dry-run without NOMAD_TOKEN: exit 0, the token as "$NOMAD_TOKEN", its absence a warning, nothing contacted', async (script) => {
+      const r = await sb.run(script, ['--dry-run'], { env: HTTPS })
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stderr).toContain('warning: a real run would refuse: NOMAD_TOKEN is not set')
+      expect(r.stdout).toContain('NOMAD_TOKEN="$NOMAD_TOKEN"')
+      expect(sb.calls()).toEqual([])
+    })
+
+  it('put_storefront_secrets --dry-run without VAULT_TOKEN: exit 0, a warning, vault never called', async () => {
+    const r = await sb.run('put_storefront_secrets.mts', ['--dry-run'], { env: { VAULT_ADDR: 'https://vault.example.internal:8200', VAULT_TOKEN: undefined } })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toContain('warning: a real run would refuse: VAULT_TOKEN is not set')
+    expect(r.stdout).toContain('VAULT_TOKEN="$VAULT_TOKEN"')
+    expect(sb.calls()).toEqual([])
+  })
+
+  it('a real run without the token is still refused (exit 2), before any call', async () => {
+    const r = await sb.run('deploy_nomad.mts', [], { env: HTTPS })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/refused \(nothing was changed\):\n(.*\n)*\s+- NOMAD_TOKEN is not set/)
+    expect(sb.calls()).toEqual([])
+  })
+})
+
+describe('--plan: what a deploy would do, changing nothing', () => {
+  it('deploy_nomad --plan: the real plan, "would create", no job run; after a deploy, "would change nothing"', async () => {
+    let r = await sb.run('deploy_nomad.mts', ['--plan'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(sb.commands('nomad')).toEqual([`job plan -var=binary_path=/root/data/agent ${path.join(root, 'jobs/agent.nomad')}`])
+    expect(r.stdout).toContain('--plan: a deploy would create agent-economique (nomad job run -check-index 0; the diff is above)')
+    expect(r.stderr).toContain('+ Job: "agent-economique"')
+    expect(sb.readState().jobs).toEqual({})
+    expect((await sb.run('deploy_nomad.mts')).code).toBe(0)
+    r = await sb.run('deploy_nomad.mts', ['--plan'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain('--plan: agent-economique already runs this specification: a deploy would change nothing')
+  })
+
+  it('deploy_storefront --plan: no docker call at all, and says which image a deploy would build', async () => {
+    const src = path.join(sb.dir, 'cedra-storefront')
+    mkdirSync(src)
+    writeFileSync(path.join(src, 'Dockerfile'), 'FROM oven/bun:1\n')
+    const git = (...a: string[]) => execFileSync('git', ['-c', 'user.name=T', '-c', 'user.email=t@example.com', ...a], { cwd: src, encoding: 'utf8' }).trim()
+    git('init', '-q', '-b', 'main')
+    git('add', '-A')
+    git('commit', '-q', '-m', 'first')
+    const tag = git('rev-parse', '--short=12', 'HEAD')
+    const r = await sb.run('deploy_storefront.mts', ['--plan'], { env: { STOREFRONT_SOURCE_DIR: src, STOREFRONT_IMAGE: 'registry.test/cedra/storefront' } })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain(`--plan: a deploy would create cedra-storefront with registry.test/cedra/storefront:${tag}, after building and pushing that image`)
+    expect(sb.calls('docker')).toEqual([])
+    expect(sb.commands('nomad').filter((c) => !c.startsWith('job plan'))).toEqual([])
+  })
+
+  it('--plan with --dry-run is refused (one contacts nothing, the other asks the cluster)', async () => {
+    const r = await sb.run('deploy_valkey.mts', ['--plan', '--dry-run'])
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('--dry-run and --plan go alone')
+  })
+})
