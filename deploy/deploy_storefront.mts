@@ -1,7 +1,7 @@
 #!/usr/bin/env -S npx tsx
 // deploy_storefront: build the CEDRA storefront image, push it, and roll it out on Nomad by canary.
 //
-// Usage: npx tsx deploy/deploy_storefront.mts [--dry-run] [--plan] [--allow-dirty] [--timeout 10m] [--env-file PATH]
+// Usage: npx tsx deploy/deploy_storefront.mts [--dry-run] [--plan] [--allow-dirty] [--replace-canary] [--timeout 10m] [--env-file PATH]
 //
 // The image tag is the git commit of STOREFRONT_SOURCE_DIR (12 hex digits, never "latest"); a tree
 // with uncommitted changes is refused unless --allow-dirty (tag <commit>-dirty-<hash of the changes>).
@@ -36,6 +36,7 @@
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --allow-dirty     build a tree with uncommitted changes (tag <commit>-dirty-<hash>), with a warning
+//   --replace-canary  deploy even though a canary waits for promotion (it is replaced; refused without)
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
 //   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
 //   --plan            ask the cluster what a deploy would do (the real nomad job plan); build and change nothing
@@ -50,7 +51,7 @@ import { $, which, type ProcessOutput, type ProcessPromise } from 'zx'
 import { type Checks, childEnv, exit, EXIT, fail, refuse, root, shq, start, step } from './lib/env.mts'
 import { followDeployment, planJob, reportPlan, runJob } from './lib/deployment.mts'
 import { chooseFlow, vaultSettings } from './lib/identity.mts'
-import { atLeast, nomadConnection, nomadVersions, timeoutSeconds, type Nomad } from './lib/nomad.mts'
+import { atLeast, nomadConnection, nomadError, nomadVersions, timeoutSeconds, type Nomad } from './lib/nomad.mts'
 
 const JOB = 'cedra-storefront'
 const FILE = path.join(root, 'jobs/cedra-storefront.nomad')
@@ -58,7 +59,7 @@ const PLATFORM = 'linux/amd64'
 
 // Check
 const { check, dryRun, planOnly, flags } = start(import.meta.url, {
-  options: { 'allow-dirty': { type: 'boolean' }, timeout: { type: 'string' } }, plan: true,
+  options: { 'allow-dirty': { type: 'boolean' }, 'replace-canary': { type: 'boolean' }, timeout: { type: 'string' } }, plan: true,
 })
 const nomad = nomadConnection(check)
 check.tool('docker', 'install Docker with buildx: https://docs.docker.com/get-docker/ (Docker Desktop on a Mac)')
@@ -109,6 +110,12 @@ step(`Ask Nomad at ${nomad.addr} which version it runs`)
 const versions = await nomadVersions(nomad)
 const { flow, vars: flowVars } = chooseFlow(nomad, versions, vaultAuth)
 Object.assign(vars, flowVars)
+// A canary waiting for promotion: a new deploy would replace it, and the plan would diff against the
+// canary's version, not against what the other instances serve. Refused unless asked for.
+const waiting = await waitingCanary(nomad)
+if (waiting && !flags['replace-canary'])
+  refuse([`a canary of ${JOB} version ${waiting.version} waits for promotion (deployment ${waiting.id}): promote it (npx tsx deploy/promote_storefront.mts) or roll it back (npx tsx deploy/revert_storefront.mts) first, or pass --replace-canary to deploy over it (the diff below would then be against the canary's version)`])
+if (waiting) console.error(`warning: replacing the canary of version ${waiting.version} (deployment ${waiting.id}), as --replace-canary asks; the diff is against that canary's version`)
 step(`Plan ${JOB} with ${ref}`)
 const plan = await planJob(nomad, JOB, FILE, vars, flow)
 if (planOnly) reportPlan(plan, ` with ${ref}, after building and pushing that image${plan.created ? '' : ' (its canary first)'}`)
@@ -259,6 +266,20 @@ function lastLine(out: ProcessOutput, prefer?: RegExp): string {
   const lines = `${out.stderr}\n${out.stdout}`.split('\n').map((l) => l.trim()).filter(Boolean)
   const errLines = out.stderr.split('\n').map((l) => l.trim()).filter(Boolean)
   return (prefer && lines.filter((l) => prefer.test(l)).at(-1)) || errLines.at(-1) || lines.at(-1) || 'no message'
+}
+
+/** The latest deployment's canary, when it waits for promotion (none for a job not deployed yet). */
+async function waitingCanary(nomad: Nomad): Promise<{ version: number; id: string } | undefined> {
+  const out = await nomad.$`nomad job deployments -latest -json ${JOB}`
+  if (!out.ok) {
+    if (/No job\(s\) with prefix or ID/.test(out.stderr)) return undefined
+    const { message, code } = nomadError(nomad, out)
+    if (code === EXIT.refused) refuse([`nomad job deployments ${JOB}: ${message}`])
+    fail(`nomad job deployments ${JOB}: ${message}`)
+  }
+  const d = out.stdout.trim() && out.stdout.trim() !== 'null' ? JSON.parse(out.stdout) : undefined
+  const groups = Object.values(d?.TaskGroups ?? {}) as { DesiredCanaries: number; Promoted: boolean }[]
+  if (d?.Status === 'running' && groups.some((g) => g.DesiredCanaries > 0 && !g.Promoted)) return { version: d.JobVersion, id: d.ID.slice(0, 8) }
 }
 
 /** The latest stable version before `version`: what runs beside the canary, the one to revert to. */

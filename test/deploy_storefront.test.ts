@@ -39,6 +39,8 @@ const env = (extra: Record<string, string | undefined> = {}) => ({ env: { STOREF
 const VAULT = ' -var=vault_auth=identity -var=vault_role=cedra-storefront'
 const plan = (tag: string, extra = '') => `job plan -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod${extra}${VAULT} ${JOBFILE}`
 const run = (index: number, tag: string, extra = '') => `job run -check-index ${index} -detach -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod${extra}${VAULT} ${JOBFILE}`
+// Before the plan: is a canary waiting for promotion? (a deploy would replace it: refused without --replace-canary)
+const LATEST = 'job deployments -latest -json cedra-storefront'
 const dockerCalls = (tag: string) => [
   'version --format {{.Server.Version}}',
   'buildx version',
@@ -59,6 +61,7 @@ describe('deploy_storefront: the three outcomes', () => {
     expect(tag).toMatch(/^[0-9a-f]{12}$/)
     const r = await firstDeploy()
     expect(sb.commands('nomad')).toEqual([
+      LATEST,
       plan(tag),
       run(0, tag),
       'job history -json cedra-storefront',
@@ -68,7 +71,7 @@ describe('deploy_storefront: the three outcomes', () => {
     expect(sb.commands('docker')).toEqual(dockerCalls(tag))
     // Order across tools: the plan first, the run only after the push.
     const tools = sb.calls().map((c) => `${c.tool} ${c.argv[0]} ${c.argv[1] ?? ''}`.trim())
-    expect(tools).toEqual(['nomad version', 'nomad server members', 'nomad job plan', 'docker version --format', 'docker buildx version', `docker build --platform`, `docker push ${IMAGE}:${tag}`,
+    expect(tools).toEqual(['nomad version', 'nomad server members', 'nomad job deployments', 'nomad job plan', 'docker version --format', 'docker buildx version', `docker build --platform`, `docker push ${IMAGE}:${tag}`,
       'nomad job run', 'nomad job history', 'nomad job deployments', 'nomad job deployments'])
     expect(r.stdout).toMatch(/^cedra-storefront version 0: deployment [0-9a-f]{8} successful \(Deployment completed successfully\)$/m)
     expect(r.stdout).not.toContain('promote_storefront')
@@ -91,6 +94,7 @@ describe('deploy_storefront: the three outcomes', () => {
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code, r.stderr).toBe(0)
     expect(sb.commands('nomad').slice(before)).toEqual([
+      LATEST,
       plan(tag),
       run(11, tag),
       'job history -json cedra-storefront',
@@ -110,8 +114,14 @@ describe('deploy_storefront: the three outcomes', () => {
     commitAll('second')
     expect((await sb.run(SCRIPT, [], env())).code).toBe(0) // version 1: canary waiting, never promoted
     commitAll('third')
-    const r = await sb.run(SCRIPT, [], env()) // version 2 supersedes it
+    // Over a waiting canary: refused (it would be replaced), unless --replace-canary says so.
+    const refused = await sb.run(SCRIPT, [], env())
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toMatch(/a canary of cedra-storefront version 1 waits for promotion \(deployment [0-9a-f]{8}\): promote it .* or pass --replace-canary/)
+    expect(sb.calls('docker').filter((c) => c.argv[0] === 'build')).toHaveLength(2)
+    const r = await sb.run(SCRIPT, ['--replace-canary'], env()) // version 2 supersedes it
     expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toContain('warning: replacing the canary of version 1')
     expect(r.stdout).toMatch(/cedra-storefront version 2: canary healthy/)
     expect(r.stdout).toMatch(/^ {2}nomad job revert cedra-storefront 0$/m)
   })
@@ -156,7 +166,7 @@ describe('deploy_storefront: nothing needless, nothing overwritten', () => {
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code).toBe(0)
     expect(r.stdout).toContain(`cedra-storefront already runs ${IMAGE}:${head()} (the plan shows no change): nothing was built, pushed or run`)
-    expect(sb.commands('nomad').slice(nomadBefore)).toEqual([plan(head())])
+    expect(sb.commands('nomad').slice(nomadBefore)).toEqual([LATEST, plan(head())])
     expect(sb.calls('docker').slice(dockerBefore)).toEqual([])
     expect(sb.readState().jobs['cedra-storefront'].versions).toHaveLength(1)
   })
@@ -200,7 +210,7 @@ describe('deploy_storefront: the image tag comes from git', () => {
     const tag = sb.readState('docker').pushed[0].split(':').at(-1)
     expect(tag).toMatch(new RegExp(`^${commit}-dirty-[0-9a-f]{12}$`))
     expect(r.stderr).toMatch(new RegExp(`warning: STOREFRONT_SOURCE_DIR .* has uncommitted changes \\(new\\.ts\\): deploying them as ${tag} \\(--allow-dirty\\)`))
-    expect(sb.commands('nomad')[0]).toBe(plan(tag))
+    expect(sb.commands('nomad')[1]).toBe(plan(tag))
     // Same changes: same tag, nothing to do. Other changes: another tag.
     const again = await sb.run(SCRIPT, ['--allow-dirty'], env())
     expect(again.stdout).toContain(`already runs ${IMAGE}:${tag}`)
@@ -263,12 +273,12 @@ describe('deploy_storefront: the image tag comes from git', () => {
 })
 
 describe('deploy_storefront: a cluster that refuses or cannot be reached costs seconds, not a build', () => {
-  it('a refused token (403): exit 2 at the plan, and NO docker command ran', async () => {
+  it('a refused token (403): exit 2 before the plan, and NO docker command ran', async () => {
     sb.setState({ mode: 'forbidden' })
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code).toBe(2)
     expect(r.stderr).toMatch(/Nomad at http:\/\/127\.0\.0\.1:4646 refused the token \(403\): check NOMAD_TOKEN/)
-    expect(sb.commands('nomad')).toEqual([plan(head())])
+    expect(sb.commands('nomad')).toEqual([LATEST]) // the first read of the job already meets the 403
     expect(sb.calls('docker')).toEqual([])
   })
 
@@ -289,7 +299,7 @@ describe('deploy_storefront: docker', () => {
     expect(r.code).toBe(2)
     expect(r.stderr).toMatch(/docker version failed \(Cannot connect to the Docker daemon at .*\): is the engine running\? Start Docker Desktop/)
     expect(sb.commands('docker')).toEqual(dockerCalls(head()).slice(0, 2))
-    expect(sb.commands('nomad')).toEqual([plan(head())])
+    expect(sb.commands('nomad')).toEqual([LATEST, plan(head())])
   })
 
   it('without buildx: refused (exit 2), says how to install it', async () => {
@@ -306,7 +316,7 @@ describe('deploy_storefront: docker', () => {
     expect(r.code).toBe(1)
     expect(r.stderr).toMatch(/✗ Build .* failed: docker build of .* failed \(exit 1\): ERROR: failed to solve: process "\/bin\/sh -c bun run build" did not complete successfully: exit code: 1 \(its output is above\)/)
     expect(sb.commands('docker')).not.toContainEqual(expect.stringMatching(/^push /))
-    expect(sb.commands('nomad')).toEqual([plan(head())])
+    expect(sb.commands('nomad')).toEqual([LATEST, plan(head())])
   })
 
   it('a refused push: exit 1, says to docker login to the registry, nothing run', async () => {
@@ -314,7 +324,7 @@ describe('deploy_storefront: docker', () => {
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code).toBe(1)
     expect(r.stderr).toMatch(/docker push .* failed \(exit 1\): denied: requested access to the resource is denied; log in first: docker login registry\.test:5000/)
-    expect(sb.commands('nomad')).toEqual([plan(head())])
+    expect(sb.commands('nomad')).toEqual([LATEST, plan(head())])
   })
 
   it.each([

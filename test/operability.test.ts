@@ -68,7 +68,7 @@ describe('--plan: what a deploy would do, changing nothing', () => {
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toContain(`--plan: a deploy would create cedra-storefront with registry.test/cedra/storefront:${tag}, after building and pushing that image`)
     expect(sb.calls('docker')).toEqual([])
-    expect(sb.commands('nomad').filter((c) => !c.startsWith('job plan'))).toEqual([])
+    expect(sb.commands('nomad').filter((c) => !c.startsWith('job plan'))).toEqual(['job deployments -latest -json cedra-storefront'])
   })
 
   it('--plan with --dry-run is refused (one contacts nothing, the other asks the cluster)', async () => {

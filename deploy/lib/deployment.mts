@@ -87,7 +87,8 @@ export type Outcome = { outcome: 'successful' | 'canary' | 'failed' | 'timeout' 
  */
 export async function followDeployment(nomad: Nomad, job: string, version: number, timeoutSeconds: number): Promise<Outcome> {
   const every = Number(process.env.DEPLOY_POLL_SECONDS ?? 5) * 1000 // checked by timeoutSeconds()
-  const deadline = Date.now() + timeoutSeconds * 1000
+  const began = Date.now()
+  const deadline = began + timeoutSeconds * 1000
   let last = ''
   for (;;) {
     const out = await nomad.$`nomad job deployments -latest -json ${job}`
@@ -108,9 +109,11 @@ export async function followDeployment(nomad: Nomad, job: string, version: numbe
       // for a person. The description is the signal: `job deployments -json` prints api.DeploymentState,
       // which has no AutoPromote field in any release (api/deployments.go@v1.6.10, @v2.0.5).
       const auto = d.StatusDescription === 'Deployment is running pending automatic promotion'
-      const groups = Object.values(d.TaskGroups ?? {}) as { DesiredCanaries: number; HealthyAllocs: number; Promoted: boolean }[]
-      const progress = `${d.Status}: ${d.StatusDescription}`
-      if (progress !== last) console.error(`    deployment ${id} ${progress}`)
+      const groups = Object.values(d.TaskGroups ?? {}) as { DesiredCanaries: number; DesiredTotal: number; HealthyAllocs: number; Promoted: boolean }[]
+      // One line per change (status, description or healthy count), with the time since the follow began.
+      const healthy = `${groups.reduce((n, g) => n + g.HealthyAllocs, 0)}/${groups.reduce((n, g) => n + (g.DesiredCanaries > 0 && !g.Promoted ? g.DesiredCanaries : g.DesiredTotal), 0)} healthy`
+      const progress = `${d.Status}: ${d.StatusDescription} (${healthy})`
+      if (progress !== last) console.error(`    deployment ${id} ${progress}, after ${Math.round((Date.now() - began) / 1000)}s`)
       last = progress
       if (d.Status === 'successful') return { outcome: 'successful', line: `${job} version ${version}: deployment ${id} successful (${d.StatusDescription})`, deployment: d.ID }
       if (['failed', 'cancelled'].includes(d.Status)) return { outcome: 'failed', line: `${job} version ${version}: deployment ${id} ${d.Status}: ${d.StatusDescription}`, deployment: d.ID }

@@ -154,10 +154,12 @@ export function installHandlers() {
   $.detached = true
   // Echo each command on stderr as it starts (secrets never reach argv, and are redacted anyway),
   // and remember it for the failure line.
+  // A command repeated at once (a deployment's status read each poll) is echoed once.
   $.log = (entry) => {
     if (entry.kind !== 'cmd') return
-    lastCommand = redact(entry.cmd.replace(/\s+/g, ' '))
-    say(`$ ${lastCommand}`)
+    const cmd = redact(entry.cmd.replace(/\s+/g, ' '))
+    if (cmd !== lastCommand) say(`$ ${cmd}`)
+    lastCommand = cmd
   }
   // Track every child so that every way out can end it with its whole process tree.
   const spawnChild = $.spawn
