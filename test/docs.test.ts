@@ -362,6 +362,14 @@ exec ${JSON.stringify(process.execPath)} ${JSON.stringify(path.join(root, 'test/
   { key: 'makes Node print every command', run: () => scenario('deploy_nomad.mts', [], () => ({ NODE_DEBUG: 'child_process' })) },
   { key: 'the longest wait a timer can hold', run: () => scenario('deploy_nomad.mts', [], () => ({ DEPLOY_COMMAND_TIMEOUT: '3000000' })) },
   { key: 'poll more often, or wait longer', run: () => scenario('deploy_nomad.mts', ['--timeout', '60'], () => ({ DEPLOY_POLL_SECONDS: '90' })) },
+  {
+    key: 'waits for promotion (deployment', run: () => scenario('deploy_storefront.mts', [], (sb) => {
+      const env = storefrontSource(sb)
+      storefrontVersion(sb, 'aaaaaaaaaaaa')
+      storefrontVersion(sb, 'bbbbbbbbbbbb') // its canary healthy, waiting for promotion
+      return env
+    }),
+  },
   { key: 'host key has CHANGED', run: () => scenario('deploy_arango_volume.mts', [], () => server({ DEPLOY_SSH_KNOWN_HOSTS: sshd!.changedKnownHosts })) },
   { key: 'host key is not in known_hosts', run: () => scenario('deploy_valkey_volume.mts', [], () => server({ DEPLOY_SSH_KNOWN_HOSTS: sshd!.emptyKnownHosts })) },
   { key: 'authentication refused', run: () => scenario('deploy_arango_volume.mts', [], () => server({ DEPLOY_SSH_KEY: sshd!.strangerKey })) },
