@@ -1,7 +1,7 @@
 // A bats-like harness: each test gets a fresh sandbox (temp dir, stub bin dir first on PATH, its own
 // HOME and env file), runs a script as a child process exactly as a user does, and reads back the
 // stubs' call log (one JSON line per call: argv, chosen env vars, stdin).
-import { execSync, spawn } from 'node:child_process'
+import { execFileSync, execSync, spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -179,4 +179,24 @@ export function makeCerts(dir: string) {
   const f = (n: string) => path.join(d, n)
   return { ca: f('ca.pem'), cert: f('client.pem'), key: f('client-key.pem'), expired: f('expired.pem'), soon: f('soon.pem'), wrongKey: f('wrong-key.pem'), otherCa: f('other-ca.pem'), notPem: f('not-pem.pem'),
     leafChain: f('leaf-chain.pem'), leafKey: f('leaf-key.pem'), leafAlone: f('leaf.pem'), rotatingBundle: f('bundle-rotating.pem'), encryptedKey: f('client-key-encrypted.pem') }
+}
+
+/**
+ * A git checkout of a storefront app in the sandbox (a Dockerfile, one commit): `commit(message)`
+ * changes a file and commits it (a new commit: a new image tag) and returns the 12-digit tag.
+ */
+export function storefrontCheckout(sb: Sandbox) {
+  const src = path.join(sb.dir, 'cedra-storefront')
+  mkdirSync(src, { recursive: true })
+  writeFileSync(path.join(src, 'Dockerfile'), 'FROM oven/bun:1\nRUN bun run build\n')
+  const git = (...args: string[]) => execFileSync('git', ['-c', 'user.name=T', '-c', 'user.email=t@example.com', ...args], { cwd: src, encoding: 'utf8' }).trim()
+  const commit = (message: string) => {
+    writeFileSync(path.join(src, 'version.ts'), `export const v = ${JSON.stringify(message)}\n`)
+    git('add', '-A')
+    git('commit', '-q', '-m', message)
+    return git('rev-parse', '--short=12', 'HEAD')
+  }
+  git('init', '-q', '-b', 'main')
+  commit('first')
+  return { src, git, commit }
 }

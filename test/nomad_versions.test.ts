@@ -2,11 +2,11 @@
 // script's main flow on a simulated 2.0.5 cluster with workload identity and on a 1.6 token cluster
 // (and 1.10 / 1.9 where they differ), each mismatch refused before anything changes, and the
 // fidelity cases the doubles now model (each names its source in test/stubs/nomad.mjs).
-import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { root, sandbox, type Sandbox } from './helpers.ts'
+import { root, sandbox, storefrontCheckout, type Sandbox } from './helpers.ts'
 
 const VALKEY = path.join(root, 'jobs/valkey.nomad')
 const IMAGE = 'registry.test:5000/cedra/storefront'
@@ -14,26 +14,14 @@ const TOKEN_VARS = '-var=vault_secret=secret/data/cedra/prod -var=vault_auth=tok
 const IDENTITY_VARS = '-var=vault_secret=secret/data/cedra/prod -var=vault_auth=identity -var=vault_role=cedra-storefront'
 let sb: Sandbox
 let src: string
+let commit: (message: string) => string
 
 beforeEach(() => {
   sb = sandbox()
   sb.stub('docker')
-  src = path.join(sb.dir, 'cedra-storefront')
-  mkdirSync(src)
-  writeFileSync(path.join(src, 'Dockerfile'), 'FROM oven/bun:1\nRUN bun run build\n')
-  git('init', '-q', '-b', 'main')
-  commit('first')
+  ;({ src, commit } = storefrontCheckout(sb))
 })
 
-function git(...args: string[]) {
-  return execFileSync('git', ['-c', 'user.name=T', '-c', 'user.email=t@example.com', ...args], { cwd: src, encoding: 'utf8' }).trim()
-}
-function commit(message: string) {
-  writeFileSync(path.join(src, 'version.ts'), `export const v = ${JSON.stringify(message)}\n`)
-  git('add', '-A')
-  git('commit', '-q', '-m', message)
-  return git('rev-parse', '--short=12', 'HEAD')
-}
 const storefrontEnv = (extra: Record<string, string | undefined> = {}) => ({ env: { STOREFRONT_SOURCE_DIR: src, STOREFRONT_IMAGE: IMAGE, ...extra } })
 /** The nomad double, called as a test would by hand (to inspect what a script left). */
 function nomad(...args: string[]) {

@@ -1,11 +1,9 @@
 // For reviewers and pipelines (the issue "Operable from a merge request, a CI job and cron", its first
 // part): a --dry-run needs no production secret and contacts nothing; --plan asks the cluster what a
 // deploy would do (the real `nomad job plan`) and changes nothing.
-import { execFileSync } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { root, sandbox, type Sandbox } from './helpers.ts'
+import { root, sandbox, storefrontCheckout, type Sandbox } from './helpers.ts'
 
 let sb: Sandbox
 beforeEach(() => {
@@ -56,13 +54,7 @@ describe('--plan: what a deploy would do, changing nothing', () => {
   })
 
   it('deploy_storefront --plan: no docker call at all, and says which image a deploy would build', async () => {
-    const src = path.join(sb.dir, 'cedra-storefront')
-    mkdirSync(src)
-    writeFileSync(path.join(src, 'Dockerfile'), 'FROM oven/bun:1\n')
-    const git = (...a: string[]) => execFileSync('git', ['-c', 'user.name=T', '-c', 'user.email=t@example.com', ...a], { cwd: src, encoding: 'utf8' }).trim()
-    git('init', '-q', '-b', 'main')
-    git('add', '-A')
-    git('commit', '-q', '-m', 'first')
+    const { src, git } = storefrontCheckout(sb)
     const tag = git('rev-parse', '--short=12', 'HEAD')
     const r = await sb.run('deploy_storefront.mts', ['--plan'], { env: { STOREFRONT_SOURCE_DIR: src, STOREFRONT_IMAGE: 'registry.test/cedra/storefront' } })
     expect(r.code, r.stderr).toBe(0)
