@@ -133,7 +133,7 @@ describe('deploy_storefront: the three outcomes', () => {
     sb.setState({ outcome: 'failed' })
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code).toBe(1)
-    expect(r.stdout).toMatch(/^cedra-storefront version 1: deployment [0-9a-f]{8} failed: Failed due to unhealthy allocations - rolling back to job version 0$/m)
+    expect(r.stdout).toMatch(/^cedra-storefront version 1: deployment [0-9a-f]{8} failed: Failed due to unhealthy allocations - rolling back to job version 0; Nomad's rollback is done: version 2 \(the specification of version 0\), deployment [0-9a-f]{8} successful$/m)
     expect(r.stdout).not.toContain('promote_storefront')
     // Nomad registered version 0 again as version 2 (the stub's auto-revert).
     const images = sb.readState().jobs['cedra-storefront'].versions.map((v: { image: string }) => v.image)

@@ -52,7 +52,7 @@ describe('promote_storefront', () => {
     sb.setState({ outcome: 'failed' })
     const r = await sb.run(SCRIPT)
     expect(r.code).toBe(1)
-    expect(r.stdout).toMatch(/^cedra-storefront version 1: deployment [0-9a-f]{8} failed: Failed due to unhealthy allocations - rolling back to job version 0$/m)
+    expect(r.stdout).toMatch(/^cedra-storefront version 1: deployment [0-9a-f]{8} failed: Failed due to unhealthy allocations - rolling back to job version 0; Nomad's rollback is done: version 2 \(the specification of version 0\), deployment [0-9a-f]{8} successful$/m)
   })
 
   it('nothing to promote (the latest deployment is over): a clear message, exit 1, no promote call', async () => {

@@ -102,7 +102,7 @@ describe('revert_storefront: the revert and its deployment', () => {
     sb.setState({ outcome: 'failed' })
     const r = await sb.run(SCRIPT, ['0'])
     expect(r.code).toBe(1)
-    expect(r.stdout).toMatch(/^cedra-storefront version 2: deployment [0-9a-f]{8} failed: Failed due to unhealthy allocations - rolling back to job version 1$/m)
+    expect(r.stdout).toMatch(/^cedra-storefront version 2: deployment [0-9a-f]{8} failed: Failed due to unhealthy allocations - rolling back to job version 1; Nomad's rollback is done: version 3 \(the specification of version 1\), deployment [0-9a-f]{8} successful$/m)
   })
 
   it('--timeout bounds the wait: exit 1, it goes on in Nomad', async () => {

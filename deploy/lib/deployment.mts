@@ -116,13 +116,35 @@ export async function followDeployment(nomad: Nomad, job: string, version: numbe
       if (progress !== last) console.error(`    deployment ${id} ${progress}, after ${Math.round((Date.now() - began) / 1000)}s`)
       last = progress
       if (d.Status === 'successful') return { outcome: 'successful', line: `${job} version ${version}: deployment ${id} successful (${d.StatusDescription})`, deployment: d.ID }
-      if (['failed', 'cancelled'].includes(d.Status)) return { outcome: 'failed', line: `${job} version ${version}: deployment ${id} ${d.Status}: ${d.StatusDescription}`, deployment: d.ID }
+      if (['failed', 'cancelled'].includes(d.Status)) {
+        const line = `${job} version ${version}: deployment ${id} ${d.Status}: ${d.StatusDescription}`
+        // auto_revert: Nomad registers the last stable version again as a new one; follow that too.
+        const back = d.StatusDescription.match(/rolling back to job version (\d+)/)
+        return { outcome: 'failed', line: back ? `${line}; ${await followRollback(nomad, job, version, Number(back[1]), deadline, every)}` : line, deployment: d.ID }
+      }
       const waiting = groups.filter((g) => g.DesiredCanaries > 0 && !g.Promoted)
       if (d.Status === 'running' && !auto && waiting.length && waiting.every((g) => g.HealthyAllocs >= g.DesiredCanaries))
         return { outcome: 'canary', line: `${job} version ${version}: canary healthy, deployment ${id} waiting for promotion`, deployment: d.ID }
     }
     if (Date.now() + every > deadline)
       return { outcome: 'timeout', line: `${job} version ${version}: deployment ${d?.JobVersion === version ? `${d.ID.slice(0, 8)} still ${d.Status}` : 'not started'} after ${timeoutSeconds}s (--timeout); it goes on in Nomad`, deployment: d?.ID }
+    await new Promise((r) => setTimeout(r, every))
+  }
+}
+
+/** Follow the rollback Nomad started after `version` failed, to its end or the deadline: one clause. */
+async function followRollback(nomad: Nomad, job: string, version: number, target: number, deadline: number, every: number): Promise<string> {
+  console.error(`    following Nomad's rollback to the specification of version ${target}`)
+  for (;;) {
+    const out = await nomad.$`nomad job deployments -latest -json ${job}`
+    if (!out.ok) nomadFailed(nomad, 'nomad job deployments', out, true)
+    const d = out.stdout.trim() && out.stdout.trim() !== 'null' ? JSON.parse(out.stdout) : undefined
+    if (d && d.JobVersion > version && d.Status !== 'running')
+      return d.Status === 'successful'
+        ? `Nomad's rollback is done: version ${d.JobVersion} (the specification of version ${target}), deployment ${d.ID.slice(0, 8)} successful`
+        : `the rollback failed too: version ${d.JobVersion}, deployment ${d.ID.slice(0, 8)} ${d.Status}: ${d.StatusDescription}`
+    if (Date.now() + every > deadline)
+      return `the rollback to version ${target} is still under way after the --timeout; it goes on in Nomad`
     await new Promise((r) => setTimeout(r, every))
   }
 }
