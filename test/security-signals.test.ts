@@ -132,6 +132,16 @@ describe.concurrent('6b. stop means stop through the runbook\'s own command line
     expect(leftIn(h.tmp)).toEqual([])
   })
 
+  it('`nohup npx tsx … &` from a shell that then exits: the run goes on to its end, as nohup means', async ({ expect }) => {
+    const sb = sandbox()
+    sb.setState({ polls: 120 }) // a deployment that takes about 6 s: the shell exits in the middle of it
+    const r = await sb.run('deploy_nomad.mts', [], { launcher: ['sh', '-c', 'nohup npx tsx "$@" >/dev/null 2>&1 & sleep 3; exit 0', 'sh'] })
+    expect(r.code).toBe(0)
+    expect(await until(() => sb.readState().jobs?.['agent-economique']?.deployments?.[0]?.Status === 'successful', 30_000), 'the deploy finished').toBe(true)
+    await until(() => processesOf(sb).length === 0, 5000)
+    expect(processesOf(sb)).toEqual([])
+  })
+
   it.for(['deploy_nomad.mts', 'deploy_arango_volume.mts'])('%s under `timeout 4 npx tsx …` (cron): the run ends with the time limit, nothing left 2 s later', async (script, { expect, onTestFinished }) => {
     const h = await hanging(script, false, onTestFinished)
     const r = await h.ctx.sb.run(script, h.s.args, { env: h.env, launcher: ['timeout', '4', 'npx', 'tsx'], timeoutMs: 40_000 })

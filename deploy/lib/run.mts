@@ -152,9 +152,8 @@ export function installHandlers() {
   // Each child leads its own process group: stopping it (zx's kill signals the group too) also stops
   // what it started, even a grandchild already orphaned by a dying shell in between.
   $.detached = true
-  // Echo each command on stderr as it starts (secrets never reach argv, and are redacted anyway),
-  // and remember it for the failure line.
-  // A command repeated at once (a deployment's status read each poll) is echoed once.
+  // Echo each command on stderr as it starts (secrets never reach argv, and are redacted anyway), once
+  // when it repeats at once (a deployment's status read each poll), and remember it for the failure line.
   $.log = (entry) => {
     if (entry.kind !== 'cmd') return
     const cmd = redact(entry.cmd.replace(/\s+/g, ' '))
@@ -224,19 +223,24 @@ export function watchLauncher() {
       return undefined
     }
   }
-  // The links: from our parent up, while the process is a launcher of this script.
-  const launcher = /(^|[\s/])(tsx|npx|npm(-cli\.js)?\s+exec|npm exec)(\s|$)|^sh -c '?tsx|npx-cli\.js/
-  const chain: { pid: number; ppid: number }[] = []
-  for (let pid = process.ppid; pid > 1 && chain.length < 6;) {
+  // The links: from our parent up, tsx and `sh -c tsx`, up to npx (npm exec) itself and no further:
+  // what started npx is the user's (a shell, cron, a runner). npx may outlive its own parent on purpose
+  // (`nohup npx tsx … &` goes on after a logout); a link below it that loses its parent means npx, or
+  // the shell it ran, is gone.
+  const isNpx = /(^|[\s/])(npx|npx-cli\.js)(\s|$)|(^|[\s/])npm(-cli\.js)?\s+exec(\s|$)/
+  const below = /(^|[\s/])tsx(\s|$)|^sh -c '?tsx'?(\s|$)/
+  const watched: { pid: number; ppid: number }[] = []
+  for (let pid = process.ppid; pid > 1 && watched.length < 6;) {
     const p = parentOf(pid)
-    if (!p || !launcher.test(p.args)) break
-    chain.push({ pid, ppid: p.ppid })
+    if (!p || isNpx.test(p.args)) break
+    if (!below.test(p.args)) return // not started through npx: nothing to watch
+    watched.push({ pid, ppid: p.ppid })
     pid = p.ppid
   }
-  if (!chain.length) return
+  if (!watched.length) return
   const every = proc ? 250 : 1000
   const timer = setInterval(() => {
-    for (const link of chain) {
+    for (const link of watched) {
       const now = parentOf(link.pid)
       if (now && now.ppid === link.ppid) continue
       clearInterval(timer)
