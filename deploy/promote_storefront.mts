@@ -1,7 +1,7 @@
 #!/usr/bin/env -S npx tsx
 // promote_storefront: promote the healthy canary of the CEDRA storefront, and follow the rollout to its end.
 //
-// Usage: npx tsx deploy/promote_storefront.mts [--dry-run] [--timeout 10m] [--env-file PATH]
+// Usage: npx tsx deploy/promote_storefront.mts [--dry-run] [--plan] [--timeout 10m] [--env-file PATH]
 //
 // Reads the latest deployment of the job cedra-storefront (which also proves the cluster answers and
 // accepts the token); when no canary waits for promotion it says why and exits 1. Otherwise runs
@@ -15,7 +15,8 @@
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
-//   --dry-run         print the commands a real run would execute; run nothing
+//   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
+//   --plan            read the latest deployment and say what a promote would do; change nothing
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 promoted and deployed; 1 nothing to promote, the canary is not healthy, the deployment
@@ -35,7 +36,7 @@ type Deployment = {
 }
 
 // Check
-const { check, dryRun, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } } })
+const { check, dryRun, planOnly, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } }, plan: true })
 const nomad = nomadConnection(check)
 const timeout = timeoutSeconds(flags.timeout, check)
 check.done()
@@ -63,6 +64,11 @@ const id = d.ID.slice(0, 8)
 const waiting = Object.entries(d.TaskGroups ?? {}).filter(([, g]) => g.DesiredCanaries > 0 && !g.Promoted)
 if (d.Status !== 'running') nothingToPromote(`its latest deployment ${id} (version ${d.JobVersion}) is ${d.Status}: ${d.StatusDescription}`)
 if (!waiting.length) nothingToPromote(`its latest deployment ${id} (version ${d.JobVersion}) has no canary waiting for promotion (${d.StatusDescription})`)
+if (planOnly) {
+  console.log(`--plan: a promote would promote the canary of ${JOB} version ${d.JobVersion} (deployment ${id}): ${waiting.map(([g, x]) => `${g} ${x.HealthyAllocs}/${x.DesiredCanaries} canary healthy`).join(', ')}`)
+  console.log('Nothing was changed (--plan reads the cluster only).')
+  exit(EXIT.done)
+}
 
 // --- point of no return ---
 step(`Promote the canary of ${JOB} version ${d.JobVersion} (deployment ${id})`)

@@ -1,7 +1,7 @@
 #!/usr/bin/env -S npx tsx
 // put_arangodb_password: store the ArangoDB root password in the Nomad Variable that jobs/arangodb.nomad reads.
 //
-// Usage: npx tsx deploy/put_arangodb_password.mts [--dry-run] [--env-file PATH]
+// Usage: npx tsx deploy/put_arangodb_password.mts [--dry-run] [--plan] [--env-file PATH]
 //
 // Writes the item root_password of the Nomad Variable nomad/jobs/arangodb-agent-economique and keeps
 // every other item stored there: it reads the variable, merges, and writes with
@@ -22,7 +22,8 @@
 //        ARANGO_ROOT_PASSWORD (secret; optional: prompted for at a terminal, else generated if none is stored),
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
-//   --dry-run         print the commands a real run would execute; run nothing
+//   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
+//   --plan            read the Variable and say what a run would write; change nothing, ask nothing
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 done (stored, unchanged or kept), 1 a step failed (e.g. a concurrent write), 2 refused before changing anything.
@@ -36,7 +37,7 @@ const ITEM = 'root_password'
 const READ_BACK = `nomad var get -item ${ITEM} ${VAR_PATH}`
 
 // Check
-const { check, dryRun } = start(import.meta.url)
+const { check, dryRun, planOnly } = start(import.meta.url, { plan: true })
 const given = secret(check.optional('ARANGO_ROOT_PASSWORD'))
 delete process.env.ARANGO_ROOT_PASSWORD // nomad needs it on stdin only, not in its environment
 const nomad = nomadConnection(check)
@@ -75,6 +76,14 @@ if (read.ok) {
   console.error('    not stored yet')
 } else nomadStop(`nomad var get ${VAR_PATH}`, read)
 const stored = items[ITEM]
+
+if (planOnly) {
+  console.log(`--plan: ${given === undefined
+    ? stored === undefined ? `${VAR_PATH} holds no ${ITEM}: a run would ask at a terminal, else generate one, and write it` : `${VAR_PATH} holds ${ITEM}: a run without ARANGO_ROOT_PASSWORD keeps it (at a terminal it asks for a new one)`
+    : given === stored ? `${ITEM} in ${VAR_PATH} is already ARANGO_ROOT_PASSWORD: a run would write nothing` : `a run would write ${ITEM} (${stored === undefined ? 'new' : 'changed'}) to ${VAR_PATH}, keeping its other items`}`)
+  console.log('Nothing was changed (--plan reads the cluster only).')
+  exit(EXIT.done)
+}
 
 // Choose the value
 let password: string

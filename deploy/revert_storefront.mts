@@ -1,7 +1,7 @@
 #!/usr/bin/env -S npx tsx
 // revert_storefront: roll the CEDRA storefront back to an earlier job version, and follow that deployment.
 //
-// Usage: npx tsx deploy/revert_storefront.mts [--dry-run] [--timeout 10m] [--env-file PATH] <version>
+// Usage: npx tsx deploy/revert_storefront.mts [--dry-run] [--plan] [--timeout 10m] [--env-file PATH] <version>
 //
 // Without a version, prints the job's history (versions, stable flags, dates, images) and exits 2.
 // The version must be a whole number, one of the job's versions, and not the current one. Then
@@ -20,7 +20,8 @@
 // Options:
 //   <version>         the job version to go back to (see: nomad job history cedra-storefront)
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
-//   --dry-run         print the commands a real run would execute; run nothing
+//   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
+//   --plan            read the history and say what the revert would do; change nothing
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 reverted (canary waiting for promotion, or deployed); 1 a step failed, the deployment failed
@@ -36,7 +37,7 @@ const JOB = 'cedra-storefront'
 type Version = { Version: number; Stable: boolean; SubmitTime: number; JobModifyIndex: number; TaskGroups?: { Tasks?: { Config?: { image?: string } }[] }[] }
 
 // Check
-const { check, dryRun, flags, args } = start(import.meta.url, { options: { timeout: { type: 'string' } }, positionals: '<version>' })
+const { check, dryRun, planOnly, flags, args } = start(import.meta.url, { options: { timeout: { type: 'string' } }, positionals: '<version>', plan: true })
 const nomad = nomadConnection(check)
 const timeout = timeoutSeconds(flags.timeout, check)
 // Nomad 1.6-1.9 check the submitter's tokens on a revert as on a run (nomad/job_endpoint.go@v1.9.7 Revert).
@@ -80,6 +81,11 @@ if (target === current.Version) {
 if (!versions.some((v) => v.Version === target)) {
   printHistory(versions)
   refuse([`${JOB} has no version ${target} (history above)`])
+}
+if (planOnly) {
+  console.log(`--plan: a revert would register the specification of version ${target} of ${JOB} again, as a new version, replacing version ${current.Version}`)
+  console.log('Nothing was changed (--plan reads the cluster only).')
+  exit(EXIT.done)
 }
 
 // --- point of no return ---

@@ -1,6 +1,8 @@
 // For reviewers and pipelines (the issue "Operable from a merge request, a CI job and cron", its first
 // part): a --dry-run needs no production secret and contacts nothing; --plan asks the cluster what a
-// deploy would do (the real `nomad job plan`) and changes nothing.
+// deploy would do (the real `nomad job plan`; for promote, revert and the password, what they read) and
+// changes nothing.
+import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { root, sandbox, storefrontCheckout, type Sandbox } from './helpers.ts'
@@ -61,6 +63,28 @@ describe('--plan: what a deploy would do, changing nothing', () => {
     expect(r.stdout).toContain(`--plan: a deploy would create cedra-storefront with registry.test/cedra/storefront:${tag}, after building and pushing that image`)
     expect(sb.calls('docker')).toEqual([])
     expect(sb.commands('nomad').filter((c) => !c.startsWith('job plan'))).toEqual(['job deployments -latest -json cedra-storefront'])
+  })
+
+  it('promote, revert and put_arangodb_password --plan: what they would do, read-only calls only', async () => {
+    const nomad = (...a: string[]) => execFileSync(path.join(sb.bin, 'nomad'), a, { env: { ...process.env, STUB_STATE: sb.state, NOMAD_ADDR: 'http://127.0.0.1:4646' }, encoding: 'utf8' })
+    const job = path.join(root, 'jobs/cedra-storefront.nomad')
+    for (const tag of ['aaaaaaaaaaaa', 'bbbbbbbbbbbb']) {
+      nomad('job', 'run', '-detach', `-var=image_tag=${tag}`, job)
+      for (let i = 0; i < 3; i++) nomad('job', 'deployments', '-latest', '-json', 'cedra-storefront')
+    }
+    let r = await sb.run('promote_storefront.mts', ['--plan'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/--plan: a promote would promote the canary of cedra-storefront version 1 \(deployment [0-9a-f]{8}\): storefront 1\/1 canary healthy/)
+    r = await sb.run('revert_storefront.mts', ['--plan', '0'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain('--plan: a revert would register the specification of version 0 of cedra-storefront again, as a new version, replacing version 1')
+    r = await sb.run('put_arangodb_password.mts', ['--plan'], { env: { ARANGO_ROOT_PASSWORD: 'plan-canary-password-1' } })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain('--plan: a run would write root_password (new) to nomad/jobs/arangodb-agent-economique, keeping its other items')
+    expect(r.output).not.toContain('plan-canary-password-1')
+    const writes = sb.calls('nomad').filter((c) => /^(job (promote|revert|run)|var put)$/.test(c.argv.slice(0, 2).join(' ')))
+    expect(writes.map((c) => c.argv.slice(0, 2).join(' '))).toEqual(['job run', 'job run']) // the two set up above
+    expect(sb.readState().vars).toEqual({})
   })
 
   it('--plan with --dry-run is refused (one contacts nothing, the other asks the cluster)', async () => {
