@@ -35,7 +35,7 @@
 import path from 'node:path'
 import { exit, root, start, step } from './lib/env.mts'
 import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
-import { chooseFlow, vaultSettings, vaultSetupSteps } from './lib/identity.mts'
+import { chooseFlow, vaultSettings } from './lib/identity.mts'
 import { nomadConnection, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
 import { hostVolumeBlock } from './lib/volume.mts'
 
@@ -92,3 +92,22 @@ Useful commands:
   consul catalog nodes -service=valkey
   nomad job history ${JOB}`)
 
+// ---------------------------------------------------------------------------------------------
+
+/** The one-time Vault side of workload identity, printed for a person (no script applies it). */
+function vaultSetupSteps(role: string, api: string): string {
+  return `One-time Vault setup for workload identity (by hand, once per cluster; no script applies it):
+  nomad setup vault -check          # Nomad 1.7.3+: what is missing on the Nomad and Vault side
+  nomad setup vault                 # or by hand: a JWT auth method at jwt-nomad, bound_audiences "vault.io"
+  # then a role for these jobs, and its policy:
+  vault policy write ${role} - <<'EOF'
+path "${api}" { capabilities = ["read"] }
+EOF
+  vault write auth/jwt-nomad/role/${role} - <<'EOF'
+{"role_type": "jwt", "bound_audiences": ["vault.io"], "bound_claims": {"nomad_job_id": ["cedra-storefront", "valkey"]},
+ "user_claim": "/nomad_job_id", "user_claim_json_pointer": true, "token_type": "service",
+ "claim_mappings": {"nomad_namespace": "nomad_namespace", "nomad_job_id": "nomad_job_id", "nomad_task": "nomad_task"},
+ "token_policies": ["${role}"], "token_period": "30m"}
+EOF
+  # and on every Nomad server, in its vault block: default_identity { aud = ["vault.io"] ttl = "1h" }`
+}

@@ -65,7 +65,7 @@ export async function runJob(nomad: Nomad, plan: Plan): Promise<number> {
  * first): the oldest version whose JobModifyIndex is greater. Not "the current version": a deploy that
  * lands between our run and this read would otherwise be reported as ours.
  */
-export async function versionAfter(nomad: Nomad, job: string, index: number): Promise<number> {
+async function versionAfter(nomad: Nomad, job: string, index: number): Promise<number> {
   const out = await nomad.$`nomad job history -json ${job}`
   if (!out.ok) nomadFailed(nomad, 'nomad job history', out, true)
   let versions: { Version: number; JobModifyIndex: number }[]

@@ -1,6 +1,6 @@
 // How the storefront and Valkey jobs reach Vault (and Consul), per Nomad version: the flow each
 // cluster accepts, the submitter tokens a legacy cluster may demand, the plan's refusals read for
-// what a person must do, and the one-time Vault setup printed (never applied).
+// what a person must do (deploy_valkey prints the one-time Vault setup; no script applies it).
 //
 // The facts (hashicorp/nomad, read at each tag):
 // - 1.10.0 removed the token flow: `vault { policies }` is accepted and silently dropped
@@ -69,22 +69,4 @@ export function flowProblem(text: string, flow: Flow, version: string): string |
     return `Nomad ${version} has no Vault workload identity configured (the servers' vault.default_identity is not set): unset DEPLOY_VAULT_AUTH to use the legacy token flow, or configure workload identity first (DEPLOYMENT_GUIDE.md, "Vault with workload identity")`
   if (/policies but uses workload identity to authenticate with Vault, policies will be ignored/.test(text))
     return `Nomad ${version} uses workload identity for Vault (its servers set vault.default_identity) and would ignore the job's policies: set DEPLOY_VAULT_AUTH=identity (the role is STOREFRONT_VAULT_ROLE)`
-}
-
-/** The one-time Vault side of workload identity, printed for a person (no script applies it). */
-export function vaultSetupSteps(role: string, api: string): string {
-  return `One-time Vault setup for workload identity (by hand, once per cluster; no script applies it):
-  nomad setup vault -check          # Nomad 1.7.3+: what is missing on the Nomad and Vault side
-  nomad setup vault                 # or by hand: a JWT auth method at jwt-nomad, bound_audiences "vault.io"
-  # then a role for these jobs, and its policy:
-  vault policy write ${role} - <<'EOF'
-path "${api}" { capabilities = ["read"] }
-EOF
-  vault write auth/jwt-nomad/role/${role} - <<'EOF'
-{"role_type": "jwt", "bound_audiences": ["vault.io"], "bound_claims": {"nomad_job_id": ["cedra-storefront", "valkey"]},
- "user_claim": "/nomad_job_id", "user_claim_json_pointer": true, "token_type": "service",
- "claim_mappings": {"nomad_namespace": "nomad_namespace", "nomad_job_id": "nomad_job_id", "nomad_task": "nomad_task"},
- "token_policies": ["${role}"], "token_period": "30m"}
-EOF
-  # and on every Nomad server, in its vault block: default_identity { aud = ["vault.io"] ttl = "1h" }`
 }

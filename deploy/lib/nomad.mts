@@ -141,7 +141,7 @@ function nomadEnv(check: Checks): Record<string, string | undefined> {
 export type Versions = { cli: string; server: string; serverKnown: boolean }
 
 /** Nomad releases, their support, and what changed for this kit (DEPLOYMENT_GUIDE.md, "Supported versions"). */
-export const SUPPORT = { current: '2.0', lts: '1.10', oldest: '1.6', ltsEnds: '2027-04-30' }
+const SUPPORT = { current: '2.0', lts: '1.10', oldest: '1.6', ltsEnds: '2027-04-30' }
 
 /** "1.10.5" >= "1.10"? Compares major.minor[.patch] numerically. */
 export function atLeast(version: string, wanted: string): boolean {

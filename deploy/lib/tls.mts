@@ -18,7 +18,7 @@ export function checkTls(check: Checks, files: { ca: string; cert?: string; key?
       try {
         if (!cert.checkPrivateKey(createPrivateKey(pem))) check.problem(`NOMAD_CLIENT_KEY (${files.key}) does not match NOMAD_CLIENT_CERT (${files.cert})`)
       } catch {
-        check.problem(/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(pem)
+        check.problem(/BEGIN ENCRYPTED PRIVATE KEY|Proc-Type: 4,ENCRYPTED/.test(pem)
           ? `NOMAD_CLIENT_KEY (${files.key}) is encrypted with a passphrase, which the nomad CLI cannot ask for: decrypt a copy (openssl pkey -in ${files.key} -out client-key.plain.pem) and point NOMAD_CLIENT_KEY at it`
           : `NOMAD_CLIENT_KEY (${files.key}) is not a PEM private key`)
       }
