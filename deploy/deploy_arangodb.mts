@@ -11,7 +11,8 @@
 // block to add by hand; never changes the Nomad configuration.
 // Order: deploy_arango_volume.mts, put_arangodb_password.mts, then this script.
 //
-// Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md).
+// Needs: nomad CLI 1.6+ (the servers' version; 2.0 is current); the TLS files when NOMAD_ADDR is https
+//        (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
 //        ARANGO_DATA_DIR (default /opt/arangodb_data; only for the host_volume block it prints),

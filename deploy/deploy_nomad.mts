@@ -9,7 +9,8 @@
 // settings deploy_binary.mts uploads to. Prints the raw_exec plugin block to add by hand to the
 // client configuration; never changes the Nomad configuration.
 //
-// Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md).
+// Needs: nomad CLI 1.6+ (the servers' version; 2.0 is current); the TLS files when NOMAD_ADDR is https
+//        (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
 //        AGENT_REMOTE_DIR (default /root/data), AGENT_BINARY_NAME (default agent),

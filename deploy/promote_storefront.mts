@@ -9,7 +9,8 @@
 // and follows that deployment until it is successful, or failed and rolled back (Nomad's reason).
 // A canary that is not healthy yet is refused by Nomad: wait, or revert (revert_storefront.mts).
 //
-// Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md).
+// Needs: nomad CLI 1.6+ (the servers' version; 2.0 is current); the TLS files when NOMAD_ADDR is https
+//        (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).

@@ -15,8 +15,8 @@
 // ArangoDB uses it only when it initialises an empty data directory: changing it later does not change
 // the password of an existing database.
 //
-// Needs: nomad CLI 1.6+; the TLS files when NOMAD_ADDR is https (see certs/README.md); a token with
-//        variables read and write on nomad/jobs/arangodb-agent-economique.
+// Needs: nomad CLI 1.6+ (the servers' version; 2.0 is current); the TLS files when NOMAD_ADDR is https
+//        (see certs/README.md); a token with variables read and write on nomad/jobs/arangodb-agent-economique.
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION,
 //        ARANGO_ROOT_PASSWORD (secret; optional: prompted for at a terminal, else generated if none is stored),
