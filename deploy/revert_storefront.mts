@@ -28,7 +28,7 @@
 //       or rolled back, or --timeout reached; 2 refused before changing anything (no version, not a
 //       whole number, unknown or current version).
 import { exit, EXIT, fail, refuse, secret, shq, start, step } from './lib/env.mts'
-import { followDeployment } from './lib/deployment.mts'
+import { followDeployment, versionAfter } from './lib/deployment.mts'
 import { flowProblem } from './lib/identity.mts'
 import { atLeast, nomadConnection, nomadError, nomadVersions, nomadWithTokens, timeoutSeconds } from './lib/nomad.mts'
 
@@ -96,9 +96,7 @@ if (!reverted.ok) {
   fail(`nomad job revert: ${problem ? `${problem}; Nomad registered nothing` : nomadError(nomad, reverted).message}`)
 }
 // The version this revert registered: the first after the modify index read above (none: unchanged).
-const after = await nomad.$`nomad job history -json ${JOB}`
-if (!after.ok) fail(`nomad job history: ${nomadError(nomad, after).message}`)
-const version = (JSON.parse(after.stdout) as Version[]).filter((v) => v.JobModifyIndex > current.JobModifyIndex).sort((a, b) => a.Version - b.Version)[0]?.Version ?? current.Version
+const version = (await versionAfter(nomad, JOB, current.JobModifyIndex)) ?? current.Version
 if (version === current.Version) {
   // Nomad registers no new version when the old specification is the current one.
   console.log(`${JOB} version ${current.Version} already has the specification of version ${target}: Nomad registered nothing new`)

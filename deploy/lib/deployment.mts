@@ -57,15 +57,17 @@ export async function runJob(nomad: Nomad, plan: Plan): Promise<number> {
     if (problem) fail(`nomad job run: ${problem}; Nomad registered nothing`)
     nomadFailed(nomad, 'nomad job run', out, true)
   }
-  return versionAfter(nomad, plan.job, plan.index)
+  const version = await versionAfter(nomad, plan.job, plan.index)
+  if (version === undefined) fail(`nomad job history ${plan.job} shows no version registered after modify index ${plan.index}: run it again`)
+  return version
 }
 
 /**
  * The job version a registration made after modify index `index` (-check-index guarantees ours is the
- * first): the oldest version whose JobModifyIndex is greater. Not "the current version": a deploy that
+ * first): the oldest version whose JobModifyIndex is greater; undefined when none was registered. Not "the current version": a deploy that
  * lands between our run and this read would otherwise be reported as ours.
  */
-async function versionAfter(nomad: Nomad, job: string, index: number): Promise<number> {
+export async function versionAfter(nomad: Nomad, job: string, index: number): Promise<number | undefined> {
   const out = await nomad.$`nomad job history -json ${job}`
   if (!out.ok) nomadFailed(nomad, 'nomad job history', out, true)
   let versions: { Version: number; JobModifyIndex: number }[]
@@ -74,9 +76,7 @@ async function versionAfter(nomad: Nomad, job: string, index: number): Promise<n
   } catch {
     fail(`nomad job history -json ${job} printed no JSON`)
   }
-  const mine = versions.filter((v) => v.JobModifyIndex > index).sort((a, b) => a.Version - b.Version)[0]
-  if (!mine) fail(`nomad job history ${job} shows no version registered after modify index ${index}: run it again`)
-  return mine.Version
+  return versions.filter((v) => v.JobModifyIndex > index).sort((a, b) => a.Version - b.Version)[0]?.Version
 }
 
 export type Outcome = { outcome: 'successful' | 'canary' | 'failed' | 'timeout' | 'none'; line: string; deployment?: string }

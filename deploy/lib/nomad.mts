@@ -7,9 +7,10 @@ import { checkTls } from './tls.mts'
 
 const TLS_VARS = ['NOMAD_CACERT', 'NOMAD_CLIENT_CERT', 'NOMAD_CLIENT_KEY', 'NOMAD_TLS_SERVER_NAME'] as const
 // Nomad 1.6-1.9 `job run/plan/validate/revert` read VAULT_TOKEN / CONSUL_HTTP_TOKEN from the environment and
-// attach them to the job (command/job_run.go@v1.9.7 L267-289): never hand ours over. The submitter
-// tokens a legacy cluster may demand are given on purpose, in variables of their own (legacyTokens).
-const NEVER_TO_NOMAD = ['VAULT_TOKEN', 'CONSUL_HTTP_TOKEN', 'NOMAD_CLI_FORCE_COLOR', 'NOMAD_CLI_SHOW_HINTS']
+// attach them to the job (command/job_run.go@v1.9.7 L267-289): childEnv never hands ours over (only
+// NOMAD_TOKEN is allowed); the submitter tokens a legacy cluster may demand are given on purpose, in
+// variables of their own (nomadWithTokens). The operator's colour and hint switches are replaced below.
+const NEVER_TO_NOMAD = ['NOMAD_CLI_FORCE_COLOR', 'NOMAD_CLI_SHOW_HINTS']
 
 export type Nomad = ReturnType<typeof nomadConnection>
 
