@@ -32,7 +32,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { $ } from 'zx'
-import { type Checks, exit, fail, onExit, refuse, shq, start, step } from './lib/env.mts'
+import { type Checks, exit, fail, onExit, refuse, report, shq, start, step } from './lib/env.mts'
 import { openSsh, sshCommand, sshTarget, unframed } from './lib/ssh.mts'
 
 const JOB = 'agent-economique'
@@ -81,6 +81,7 @@ check.done()
 const live = `${dir}/${name}`
 const goBuild = ['go', 'build', '-trimpath', '-buildvcs=false', `-ldflags=${LDFLAGS}`, '-o']
 const goEnv = { GOOS: goos, GOARCH: goarch, CGO_ENABLED: '0' }
+report({ host: target.host, binary: { path: live } })
 
 if (dryRun) {
   const bin = `"$BUILD"/${shq(name)}`
@@ -131,10 +132,12 @@ const built = await $({ cwd: source, env: { ...process.env, ...goEnv }, timeout:
 if (!built.ok) fail(`go build in ${source} ${built.signal ? 'was stopped after 10 minutes' : `exited ${built.exitCode}`}:\n${built.stderr.trim()}`)
 const bytes = readFileSync(binary)
 const sum = createHash('sha256').update(bytes).digest('hex')
+report({ binary: { path: live, sha256: sum } })
 
 let outcome: string
 if (sum === remoteSum) {
   outcome = `${live} on ${target.destination} is unchanged (same sha256): nothing sent`
+  report({ outcome: 'unchanged' })
 } else {
   // Bounded like every remote command, plus the time to send the bytes at 50 kB/s at least.
   const uploadSeconds = target.limit + Math.ceil(bytes.length / 50_000)
@@ -152,6 +155,7 @@ if (sum === remoteSum) {
   let locked = true
   onExit(() => locked && ssh.run(UNLOCK, [dir, name, me]))
   // --- point of no return ---
+  report({ acted: true })
   const suffix = randomBytes(6).toString('hex')
   step(`Upload ${bytes.length} bytes to ${dir}/.${name}.upload.${suffix}, verify its sha256 there, keep ${name}.previous, rename over ${name}`)
   const sent = await ssh.run(INSTALL, [dir, name, suffix, sum], { input: bytes, timeoutSeconds: uploadSeconds })
@@ -160,9 +164,11 @@ if (sum === remoteSum) {
   outcome = sent.stdout.trim() === 'unchanged'
     ? `${live} on ${target.destination} is unchanged: another run installed the same binary meanwhile (sha256 checked on the server)`
     : `${live} on ${target.destination} updated (${bytes.length} bytes sent)${remoteSum ? `; the previous binary is ${live}.previous` : ''}`
+  report({ outcome: sent.stdout.trim() === 'unchanged' ? 'unchanged' : 'done' })
   await ssh.run(UNLOCK, [dir, name, me])
   locked = false
 }
+report({ message: outcome, next: ['npx tsx deploy/deploy_nomad.mts', `nomad job restart ${JOB}`] })
 await ssh.close()
 
 // Report

@@ -48,8 +48,8 @@ import { createHash } from 'node:crypto'
 import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { $, which, type ProcessOutput, type ProcessPromise } from 'zx'
-import { type Checks, childEnv, exit, EXIT, fail, refuse, root, shq, start, step } from './lib/env.mts'
-import { followDeployment, planJob, reportPlan, runJob } from './lib/deployment.mts'
+import { type Checks, childEnv, exit, EXIT, fail, refuse, report, root, shq, start, step } from './lib/env.mts'
+import { followDeployment, planJob, reportOutcome, reportPlan, runJob } from './lib/deployment.mts'
 import { chooseFlow, vaultSettings } from './lib/identity.mts'
 import { atLeast, nomadConnection, nomadError, nomadVersions, timeoutSeconds, type Nomad } from './lib/nomad.mts'
 
@@ -81,6 +81,7 @@ const tag = await sourceTag(check, source, Boolean(flags['allow-dirty']))
 check.done()
 
 const ref = `${image}:${tag ?? '$TAG'}`
+report({ job: JOB, image: ref, ...(tag ? { commit: tag.split('-')[0] } : {}) })
 const vars: Record<string, string> = { image, image_tag: tag ?? '$TAG', vault_secret: secrets.api, ...(count ? { count } : {}), ...(autoPromote ? { auto_promote: autoPromote } : {}) }
 const dryVault = { vault_auth: vaultAuth.auth ?? 'identity', ...(vaultAuth.auth !== 'token' ? { vault_role: vaultAuth.role } : {}) }
 // Docker needs none of the kit's secrets (its registry login lives in docker's own credential store).
@@ -120,7 +121,9 @@ step(`Plan ${JOB} with ${ref}`)
 const plan = await planJob(nomad, JOB, FILE, vars, flow)
 if (planOnly) reportPlan(plan, ` with ${ref}, after building and pushing that image${plan.created ? '' : ' (its canary first)'}`)
 if (plan.unchanged) {
-  console.log(`${JOB} already runs ${ref} (the plan shows no change): nothing was built, pushed or run`)
+  const line = `${JOB} already runs ${ref} (the plan shows no change): nothing was built, pushed or run`
+  report({ outcome: 'unchanged', message: line })
+  console.log(line)
   usefulCommands()
   exit(EXIT.done)
 }
@@ -136,6 +139,7 @@ if (!atLeast(versions.server, '1.10') && !vaultAuth.consulToken)
   nothing reveals it earlier): if the cluster demands one, stop now and set DEPLOY_CONSUL_SUBMIT_TOKEN`)
 
 // --- point of no return ---
+report({ acted: true })
 
 // Build and push
 step(`Build ${ref} for ${PLATFORM} from ${source}`)
@@ -154,7 +158,7 @@ if (!push.ok) {
 step(`Run ${JOB} (check-index ${plan.index})`)
 const version = await runJob(nomad, plan)
 step(`Follow the deployment of ${JOB} version ${version}`)
-const result = await followDeployment(nomad, JOB, version, timeout)
+const result = reportOutcome(await followDeployment(nomad, JOB, version, timeout))
 
 // Report
 console.log(result.line)
@@ -167,6 +171,7 @@ if (result.outcome === 'canary') {
   for (const [what, script] of choices) console.log(`  ${what.padEnd(31)}${script}`)
   console.log('The same with the nomad CLI:')
   for (const [, , raw] of choices) console.log(`  ${raw}`)
+  report({ next: choices.map(([, script]) => script) })
 }
 if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
 usefulCommands(result.deployment)

@@ -22,8 +22,8 @@
 //   -h, --help        this help
 // Exit: 0 promoted and deployed; 1 nothing to promote, the canary is not healthy, the deployment
 //       failed or rolled back, or --timeout reached; 2 refused before changing anything.
-import { EXIT, exit, fail, refuse, start, step } from './lib/env.mts'
-import { followDeployment } from './lib/deployment.mts'
+import { EXIT, exit, fail, refuse, report, start, step } from './lib/env.mts'
+import { followDeployment, reportOutcome } from './lib/deployment.mts'
 import { nomadConnection, nomadError, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
 
 const JOB = 'cedra-storefront'
@@ -41,6 +41,7 @@ const { check, dryRun, planOnly, flags } = start(import.meta.url, { options: { t
 const nomad = nomadConnection(check)
 const timeout = timeoutSeconds(flags.timeout, check)
 check.done()
+report({ job: JOB })
 
 if (dryRun) {
   console.log([nomad.exportLine, `nomad job deployments -latest ${JOB}`, `nomad job promote -detach ${JOB}`,
@@ -62,16 +63,20 @@ if (!latest.ok) {
 const d = latest.stdout.trim() && latest.stdout.trim() !== 'null' ? (JSON.parse(latest.stdout) as Deployment) : undefined
 if (!d) nothingToPromote(`${JOB} has no deployment`)
 const id = d.ID.slice(0, 8)
+report({ version: d.JobVersion, deployment: d.ID })
 const waiting = Object.entries(d.TaskGroups ?? {}).filter(([, g]) => g.DesiredCanaries > 0 && !g.Promoted)
 if (d.Status !== 'running') nothingToPromote(`its latest deployment ${id} (version ${d.JobVersion}) is ${d.Status}: ${d.StatusDescription}`)
 if (!waiting.length) nothingToPromote(`its latest deployment ${id} (version ${d.JobVersion}) has no canary waiting for promotion (${d.StatusDescription})`)
 if (planOnly) {
-  console.log(`--plan: a promote would promote the canary of ${JOB} version ${d.JobVersion} (deployment ${id}): ${waiting.map(([g, x]) => `${g} ${x.HealthyAllocs}/${x.DesiredCanaries} canary healthy`).join(', ')}`)
+  const line = `--plan: a promote would promote the canary of ${JOB} version ${d.JobVersion} (deployment ${id}): ${waiting.map(([g, x]) => `${g} ${x.HealthyAllocs}/${x.DesiredCanaries} canary healthy`).join(', ')}`
+  report({ outcome: 'planned', message: line, changes: true })
+  console.log(line)
   console.log('Nothing was changed (--plan reads the cluster only).')
   exit(EXIT.done)
 }
 
 // --- point of no return ---
+report({ acted: true })
 step(`Promote the canary of ${JOB} version ${d.JobVersion} (deployment ${id})`)
 const promoted = await nomad.$`nomad job promote -detach ${JOB}`
 if (!promoted.ok) {
@@ -87,7 +92,7 @@ if (!promoted.ok) {
   fail(`nomad job promote: ${nomadError(nomad, promoted).message}`)
 }
 step(`Follow the deployment of ${JOB} version ${d.JobVersion}`)
-const result = await followDeployment(nomad, JOB, d.JobVersion, timeout)
+const result = reportOutcome(await followDeployment(nomad, JOB, d.JobVersion, timeout))
 
 // Report
 console.log(result.line)
@@ -103,6 +108,7 @@ Useful commands:
 
 /** Nothing waits for promotion: say why and what to do, exit 1. */
 function nothingToPromote(why: string): never {
+  report({ message: `nothing to promote: ${why}` })
   console.error(`✗ nothing to promote: ${why}.
   A canary waits for promotion after npx tsx deploy/deploy_storefront.mts (or revert_storefront.mts)
   reports "canary healthy, deployment … waiting for promotion"; see: nomad job deployments ${JOB}`)

@@ -29,7 +29,7 @@
 // Exit: 0 done (stored, unchanged or kept), 1 a step failed (e.g. a concurrent write), 2 refused before changing anything.
 import { randomBytes } from 'node:crypto'
 import type { ProcessOutput } from 'zx'
-import { askHidden, canPrompt, EXIT, exit, fail, refuse, secret, start, step } from './lib/env.mts'
+import { askHidden, canPrompt, EXIT, exit, fail, refuse, report, secret, start, step } from './lib/env.mts'
 import { nomadConnection, nomadError, nomadVersions } from './lib/nomad.mts'
 
 const VAR_PATH = 'nomad/jobs/arangodb-agent-economique'
@@ -42,6 +42,7 @@ const given = secret(check.optional('ARANGO_ROOT_PASSWORD'))
 delete process.env.ARANGO_ROOT_PASSWORD // nomad needs it on stdin only, not in its environment
 const nomad = nomadConnection(check)
 check.done()
+report({ variable: VAR_PATH })
 
 if (dryRun) {
   console.log([
@@ -78,6 +79,7 @@ if (read.ok) {
 const stored = items[ITEM]
 
 if (planOnly) {
+  report({ outcome: 'planned', changes: given === undefined ? stored === undefined : given !== stored })
   console.log(`--plan: ${given === undefined
     ? stored === undefined ? `${VAR_PATH} holds no ${ITEM}: a run would ask at a terminal, else generate one, and write it` : `${VAR_PATH} holds ${ITEM}: a run without ARANGO_ROOT_PASSWORD keeps it (at a terminal it asks for a new one)`
     : given === stored ? `${ITEM} in ${VAR_PATH} is already ARANGO_ROOT_PASSWORD: a run would write nothing` : `a run would write ${ITEM} (${stored === undefined ? 'new' : 'changed'}) to ${VAR_PATH}, keeping its other items`}`)
@@ -95,7 +97,9 @@ if (given) {
   password = await askTwice()
   source = 'typed at the prompt'
 } else if (stored !== undefined) {
-  console.log(`ARANGO_ROOT_PASSWORD is not set and there is no terminal to ask: the root password stored in ${VAR_PATH} is kept; nothing was written (modify index ${index})`)
+  const line = `ARANGO_ROOT_PASSWORD is not set and there is no terminal to ask: the root password stored in ${VAR_PATH} is kept; nothing was written (modify index ${index})`
+  report({ outcome: 'unchanged', message: line })
+  console.log(line)
   exit(EXIT.done)
 } else {
   password = secret(randomBytes(32).toString('base64url'))!
@@ -103,11 +107,14 @@ if (given) {
 }
 
 if (password === stored) {
-  console.log(`${ITEM} in ${VAR_PATH} is already that password: unchanged, nothing was written (modify index ${index})`)
+  const line = `${ITEM} in ${VAR_PATH} is already that password: unchanged, nothing was written (modify index ${index})`
+  report({ outcome: 'unchanged', message: line })
+  console.log(line)
   exit(EXIT.done)
 }
 
 // --- point of no return ---
+report({ acted: true })
 step(`Write ${ITEM} to ${VAR_PATH} (check-index ${index})`)
 const spec = JSON.stringify({ Path: VAR_PATH, Items: { ...items, [ITEM]: password } })
 const put = await nomad.$({ input: spec })`nomad var put -check-index ${index} -in=json -out=none -`
@@ -120,6 +127,7 @@ const written = put.stdout.match(/with modify index (\d+)/)?.[1] ?? '?'
 
 // Report
 const kept = Object.keys(items).filter((k) => k !== ITEM).sort()
+report({ outcome: 'done', message: `stored the ArangoDB root password (${source}) in ${VAR_PATH}, item ${ITEM} (modify index ${written})`, next: ['npx tsx deploy/deploy_arangodb.mts'] })
 console.log(`Stored the ArangoDB root password (${source}) in the Nomad Variable ${VAR_PATH}, item ${ITEM} (modify index ${written})${kept.length ? `; other items kept: ${kept.join(', ')}` : ''}.
 It is never printed. To read it (needs variables:read on that path):
   ${READ_BACK}

@@ -29,7 +29,7 @@
 // Exit: 0 done (or unchanged), 1 a step failed, 2 refused before changing anything.
 import { randomBytes } from 'node:crypto'
 import { $, type ProcessOutput } from 'zx'
-import { askHidden, canPrompt, type Checks, childEnv, exit, EXIT, fail, refuse, secret, shq, start, step } from './lib/env.mts'
+import { askHidden, canPrompt, type Checks, childEnv, exit, EXIT, fail, refuse, report, secret, shq, start, step } from './lib/env.mts'
 import { noAnswer, timedOut } from './lib/nomad.mts'
 import { readCerts } from './lib/tls.mts'
 
@@ -49,6 +49,7 @@ for (const { key, env } of KEYS) given[key] = secret(check.optional(env))
 if (given.valkey_password && !passwordOk(given.valkey_password)) check.problem(`VALKEY_PASSWORD ${PASSWORD_RULE}`)
 check.tool('vault', 'install the Vault CLI: https://developer.hashicorp.com/vault/install')
 check.done()
+report({ vaultPath: where.path })
 
 if (dryRun) {
   console.log([
@@ -93,11 +94,14 @@ for (const { key } of KEYS) {
 }
 const others = Object.keys(stored.data).filter((k) => !KEYS.some((x) => x.key === k))
 if (!changes.length) {
-  console.log(`${where.path} is unchanged: version ${stored.version} already holds these values; nothing was written`)
+  const line = `${where.path} is unchanged: version ${stored.version} already holds these values; nothing was written`
+  report({ outcome: 'unchanged', message: line, version: stored.version })
+  console.log(line)
   exit(EXIT.done)
 }
 
 // --- point of no return ---
+report({ acted: true })
 step(`Write version ${stored.version + 1} of ${where.path} (check-and-set against version ${stored.version})`)
 const out = await vault.$({ input: JSON.stringify(merged) })`vault kv put -format=json -cas=${stored.version} ${where.args} -`
 if (!out.ok) {
@@ -108,7 +112,9 @@ if (!out.ok) {
 const version = writtenVersion(out) ?? stored.version + 1
 
 // Report
-console.log(`${where.path}: version ${version} written: ${changes.join(', ')}${others.length ? `; other keys kept: ${others.join(', ')}` : ''}`)
+const line = `${where.path}: version ${version} written: ${changes.join(', ')}${others.length ? `; other keys kept: ${others.join(', ')}` : ''}`
+report({ outcome: 'done', message: line, version, next: ['npx tsx deploy/deploy_valkey.mts'] })
+console.log(line)
 if (changes.some((c) => c.startsWith('valkey_password')) && stored.version)
   console.log('valkey_password changed: Nomad re-renders the Valkey and storefront templates and restarts those tasks.')
 console.log(`

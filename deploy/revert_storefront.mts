@@ -27,8 +27,8 @@
 // Exit: 0 reverted (canary waiting for promotion, or deployed); 1 a step failed, the deployment failed
 //       or rolled back, or --timeout reached; 2 refused before changing anything (no version, not a
 //       whole number, unknown or current version).
-import { exit, EXIT, fail, refuse, secret, shq, start, step } from './lib/env.mts'
-import { followDeployment, versionAfter } from './lib/deployment.mts'
+import { exit, EXIT, fail, refuse, report, secret, shq, start, step } from './lib/env.mts'
+import { followDeployment, reportOutcome, versionAfter } from './lib/deployment.mts'
 import { flowProblem } from './lib/identity.mts'
 import { atLeast, nomadConnection, nomadError, nomadVersions, nomadWithTokens, timeoutSeconds } from './lib/nomad.mts'
 
@@ -47,6 +47,7 @@ if (args.length > 1) check.problem(`give one version, not ${args.length} argumen
 if (wanted !== undefined && !/^\d+$/.test(wanted))
   check.problem(`version ${JSON.stringify(wanted)} must be a whole number: one of the versions listed by nomad job history ${JOB}`)
 check.done()
+report({ job: JOB })
 
 if (dryRun) {
   console.log([nomad.exportLine, `nomad job history ${JOB}`,
@@ -83,12 +84,15 @@ if (!versions.some((v) => v.Version === target)) {
   refuse([`${JOB} has no version ${target} (history above)`])
 }
 if (planOnly) {
-  console.log(`--plan: a revert would register the specification of version ${target} of ${JOB} again, as a new version, replacing version ${current.Version}`)
+  const line = `--plan: a revert would register the specification of version ${target} of ${JOB} again, as a new version, replacing version ${current.Version}`
+  report({ outcome: 'planned', message: line, changes: true, version: current.Version })
+  console.log(line)
   console.log('Nothing was changed (--plan reads the cluster only).')
   exit(EXIT.done)
 }
 
 // --- point of no return ---
+report({ acted: true })
 step(`Revert ${JOB} from version ${current.Version} to version ${target}`)
 const reverted = await nomad.$`nomad job revert -detach ${JOB} ${String(target)}`
 if (!reverted.ok) {
@@ -99,15 +103,19 @@ if (!reverted.ok) {
 const version = (await versionAfter(nomad, JOB, current.JobModifyIndex)) ?? current.Version
 if (version === current.Version) {
   // Nomad registers no new version when the old specification is the current one.
-  console.log(`${JOB} version ${current.Version} already has the specification of version ${target}: Nomad registered nothing new`)
+  const line = `${JOB} version ${current.Version} already has the specification of version ${target}: Nomad registered nothing new`
+  report({ outcome: 'unchanged', message: line, version: current.Version })
+  console.log(line)
   exit(EXIT.done)
 }
 step(`Follow the deployment of ${JOB} version ${version} (version ${target} again)`)
-const result = await followDeployment(nomad, JOB, version, timeout)
+report({ version })
+const result = reportOutcome(await followDeployment(nomad, JOB, version, timeout))
 
 // Report
 console.log(result.line)
 if (result.outcome === 'canary') {
+  report({ next: ['npx tsx deploy/promote_storefront.mts', `npx tsx deploy/revert_storefront.mts ${current.Version}`] })
   console.log(`\nCheck the canary (nomad alloc logs -f -job ${JOB}; its /api/health), then either`)
   console.log(`  ${'promote it to every instance:'.padEnd(31)}npx tsx deploy/promote_storefront.mts`)
   console.log(`  ${`or go back to version ${current.Version}:`.padEnd(31)}npx tsx deploy/revert_storefront.mts ${current.Version}`)

@@ -200,3 +200,18 @@ export function storefrontCheckout(sb: Sandbox) {
   commit('first')
   return { src, git, commit }
 }
+
+/**
+ * The --json result of a run: stdout parsed as ONE JSON object (nothing else on stdout), validated
+ * against deploy/lib/result.schema.json by Ajv (JSON Schema 2020-12); throws with Ajv's errors.
+ */
+export async function jsonResult(stdout: string): Promise<Record<string, any>> {
+  const { default: Ajv } = await import('ajv/dist/2020.js')
+  const schema = JSON.parse(readFileSync(path.join(root, 'deploy/lib/result.schema.json'), 'utf8'))
+  const ajv = new (Ajv as any)({ allErrors: true, strict: true })
+  ajv.addFormat('date-time', (s: string) => !Number.isNaN(Date.parse(s)) && /T.*Z$/.test(s))
+  const validate = ajv.compile(schema)
+  const value = JSON.parse(stdout)
+  if (!validate(value)) throw new Error(`the result does not match deploy/lib/result.schema.json: ${ajv.errorsText(validate.errors)}\n${stdout}`)
+  return value
+}

@@ -1,7 +1,8 @@
 // The deployment sequence every job script shares: plan (above the point of no return) -> run
 // -check-index -> follow the deployment to its outcome; and the commands a dry run prints instead.
 import path from 'node:path'
-import { EXIT, exit, fail, refuse, root, shq, step } from './env.mts'
+import type { ProcessOutput } from 'zx'
+import { EXIT, exit, fail, refuse, report, root, shq, step } from './env.mts'
 import { flowProblem, type Flow } from './identity.mts'
 import { nomadFailed, nomadVersions, shown, type Nomad } from './nomad.mts'
 
@@ -13,6 +14,7 @@ export type Plan = { job: string; file: string; vars: string[]; index: number; u
  * or Consul flow is refused with the fix, before anything is built or run.
  */
 export async function planJob(nomad: Nomad, job: string, file: string, vars: Record<string, string> = {}, flow?: Flow): Promise<Plan> {
+  report({ job })
   const { server } = await nomadVersions(nomad)
   const varArgs = Object.entries(vars).map(([k, v]) => `-var=${k}=${v}`)
   const out = await nomad.$`nomad job plan ${varArgs} ${file}`
@@ -36,17 +38,26 @@ export async function planJob(nomad: Nomad, job: string, file: string, vars: Rec
     refuse([`nomad cannot place ${job} (nothing was run): ${reasons.join('; ')}` +
       (/host volume/.test(diff) ? ' — declare the host_volume on a client by hand (DEPLOYMENT_GUIDE.md, section 2) and restart it' : '')])
   }
-  // The first diff line carries the job's marker: "+ Job:" new, "+/- Job:" edited, bare "Job:" unchanged.
-  const first = out.stdout.split('\n', 1)[0]
   return {
     job, file, vars: varArgs, index: Number(index[1]),
-    unchanged: out.exitCode === 0 && first.startsWith('Job: '),
-    created: first.startsWith('+ Job: '),
+    unchanged: !planChanges(out),
+    created: out.stdout.startsWith('+ Job: '),
   }
+}
+
+/**
+ * Whether a `nomad job plan` shows a change: its exit code (0 no allocation change, 1 changes, 255
+ * error: command/job_plan.go) and its first diff line, the job's marker ("+ Job:" new, "+/- Job:"
+ * edited, bare "Job:" unchanged), since an in-place update exits 0 too. undefined: the plan failed.
+ */
+export function planChanges(out: ProcessOutput): boolean | undefined {
+  if (out.exitCode !== 0 && out.exitCode !== 1) return undefined
+  return !(out.exitCode === 0 && out.stdout.startsWith('Job: '))
 }
 
 /** `nomad job run -check-index N -detach`: a concurrent change aborts instead of being overwritten. */
 export async function runJob(nomad: Nomad, plan: Plan): Promise<number> {
+  report({ acted: true })
   const out = await nomad.$`nomad job run -check-index ${plan.index} -detach ${plan.vars} ${plan.file}`
   if (!out.ok) {
     // command/job_run.go@v2.0.5 (and @v1.6.10): "Enforcing job modify index N: job exists with
@@ -59,6 +70,7 @@ export async function runJob(nomad: Nomad, plan: Plan): Promise<number> {
   }
   const version = await versionAfter(nomad, plan.job, plan.index)
   if (version === undefined) fail(`nomad job history ${plan.job} shows no version registered after modify index ${plan.index}: run it again`)
+  report({ version })
   return version
 }
 
@@ -153,14 +165,21 @@ async function followRollback(nomad: Nomad, job: string, version: number, target
 export async function deployPlanned(nomad: Nomad, plan: Plan, timeoutSeconds: number): Promise<Outcome> {
   if (plan.unchanged) {
     console.log(`${plan.job} is already up to date (the plan shows no change): nothing was run`)
-    return { outcome: 'none', line: `${plan.job} already up to date` }
+    return reportOutcome({ outcome: 'none', line: `${plan.job} already up to date (the plan shows no change): nothing was run` })
   }
   step(`Run ${plan.job} (check-index ${plan.index})`)
   const version = await runJob(nomad, plan)
   step(`Follow the deployment of ${plan.job} version ${version}`)
-  const result = await followDeployment(nomad, plan.job, version, timeoutSeconds)
+  const result = reportOutcome(await followDeployment(nomad, plan.job, version, timeoutSeconds))
   console.log(result.line)
   if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
+  return result
+}
+
+/** The deployment's outcome in the --json result: canary-waiting is told apart from deployed (both exit 0). */
+export function reportOutcome(result: Outcome): Outcome {
+  const outcome = ({ successful: 'deployed', canary: 'canary-waiting', failed: 'failed', timeout: 'timeout', none: 'unchanged' } as const)[result.outcome]
+  report({ outcome, message: result.line, ...(result.deployment ? { deployment: result.deployment } : {}) })
   return result
 }
 
@@ -174,9 +193,11 @@ export function planCommands(nomad: Nomad, file: string, vars: Record<string, st
 
 /** --plan: what a deploy would do, from the plan just printed; nothing changes (exit 0). */
 export function reportPlan(plan: Plan, would = ''): never {
-  console.log(plan.unchanged
+  const line = plan.unchanged
     ? `--plan: ${plan.job} already runs this specification: a deploy would change nothing`
-    : `--plan: a deploy would ${plan.created ? 'create' : 'register a new version of'} ${plan.job}${would} (nomad job run -check-index ${plan.index}; the diff is above)`)
+    : `--plan: a deploy would ${plan.created ? 'create' : 'register a new version of'} ${plan.job}${would} (nomad job run -check-index ${plan.index}; the diff is above)`
+  report({ outcome: 'planned', message: line, changes: !plan.unchanged })
+  console.log(line)
   console.log('Nothing was changed (--plan asks the cluster, read-only: a token with read-job, or plan-job on Nomad 1.11.2+, is enough).')
   exit(EXIT.done)
 }

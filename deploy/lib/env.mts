@@ -12,9 +12,11 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import dotenv from 'dotenv'
 import { $, which } from 'zx'
-import { childEnv, EXIT, exit, installHandlers, onExit, redact, secret, watchLauncher } from './run.mts'
+import { report, reportWarning, setupResult } from './result.mts'
+import { childEnv, EXIT, exit, installHandlers, onExit, redact, secret, stdoutClosed, watchLauncher } from './run.mts'
 
 export { childEnv, EXIT, exit, fail, onExit, redact, secret, shq, step } from './run.mts'
+export { report } from './result.mts'
 export const root = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '')
 
 type Options = NonNullable<ParseArgsConfig['options']>
@@ -23,8 +25,9 @@ export const MAX_SECONDS = 2147483
 
 /** Parse flags, print --help, load the configuration, install the failure and signal handlers. */
 export function start(scriptUrl: string, spec: { options?: Options; positionals?: string; plan?: boolean } = {}) {
-  installHandlers()
   const script = fileURLToPath(scriptUrl)
+  setupResult(script, redact, stdoutClosed)
+  installHandlers()
   let parsed
   try {
     parsed = parseArgs({
@@ -34,6 +37,7 @@ export function start(scriptUrl: string, spec: { options?: Options; positionals?
         help: { type: 'boolean', short: 'h' },
         'dry-run': { type: 'boolean' },
         'env-file': { type: 'string' },
+        json: { type: 'boolean' },
         ...(spec.plan ? { plan: { type: 'boolean' } } : {}),
         ...spec.options,
       },
@@ -49,6 +53,7 @@ export function start(scriptUrl: string, spec: { options?: Options; positionals?
   loadEnvFile(values['env-file'] as string | undefined)
   const dryRun = Boolean(values['dry-run'])
   const planOnly = Boolean(values.plan)
+  if (dryRun) report({ outcome: 'dry-run', message: 'dry run: the commands a real run would execute are printed; nothing was run or contacted' })
   if (dryRun && planOnly) refuse(['--dry-run and --plan go alone: --dry-run contacts nothing, --plan asks the cluster (read-only)'])
   // A run that changes things stops when whoever started it stops (npx does not pass signals on).
   if (!dryRun) watchLauncher()
@@ -234,6 +239,7 @@ function checks(dryRun: boolean) {
       $.env = childEnv()
       for (const w of warnings) console.error(`warning: ${w}`)
       if (dryRun) for (const s of soft) console.error(`warning: a real run would refuse: ${s}`)
+      for (const w of [...warnings, ...(dryRun ? soft.map((s) => `a real run would refuse: ${s}`) : [])]) reportWarning(redact(w))
       const all = dryRun ? problems : [...problems, ...soft]
       if (all.length) refuse(all)
     },
@@ -243,6 +249,7 @@ function checks(dryRun: boolean) {
 
 /** Print every problem in one message and exit 2: nothing has changed. */
 export function refuse(problems: string[]): never {
+  report({ problems: problems.map(redact), message: `refused (nothing was changed): ${redact(problems[0] ?? '')}${problems.length > 1 ? ` (and ${problems.length - 1} more)` : ''}` })
   console.error(`refused (nothing was changed):\n${problems.map((p) => `  - ${redact(p)}`).join('\n')}`)
   exit(EXIT.refused)
 }

@@ -2,7 +2,7 @@
 // local nomad CLI through its environment, never as flags; nomad's errors in words a person can act on.
 import path from 'node:path'
 import { $, type ProcessOutput } from 'zx'
-import { childEnv, EXIT, fail, MAX_SECONDS, refuse, secret, shq, type Checks } from './env.mts'
+import { childEnv, EXIT, fail, MAX_SECONDS, refuse, report, secret, shq, type Checks } from './env.mts'
 import { checkTls } from './tls.mts'
 
 const TLS_VARS = ['NOMAD_CACERT', 'NOMAD_CLIENT_CERT', 'NOMAD_CLIENT_KEY', 'NOMAD_TLS_SERVER_NAME'] as const
@@ -184,6 +184,7 @@ export async function nomadVersions(nomad: Nomad): Promise<Versions> {
   }
   const v: Versions = { cli: cli!, server: server ?? cli!, serverKnown: Boolean(server) }
   nomad.versions = v
+  report({ nomad: { address: nomad.addr, server: v.server, cli: v.cli } })
   const where = `Nomad ${v.server} at ${nomad.addr}${v.serverKnown ? '' : ' (assumed from the CLI)'}, CLI ${v.cli}`
   console.error(`    ${where}`)
   if (!v.serverKnown) console.error(`warning: could not read the servers' version (nomad server members needs node:read): assuming the CLI's, ${v.cli}; grant node:read to know for sure`)

@@ -13,6 +13,7 @@
 import { spawnSync, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { $, ProcessOutput } from 'zx'
+import { report } from './result.mts'
 
 export const EXIT = { done: 0, failed: 1, refused: 2, hangup: 129, interrupted: 130, quit: 131, pipe: 141, terminated: 143 } as const
 
@@ -108,6 +109,7 @@ async function stopChildren({ all }: { all: boolean }) {
 
 // Output that can no longer be written (EPIPE, EIO): nothing is written to it again.
 const closed = { stdout: false, stderr: false }
+export const stdoutClosed = () => closed.stdout
 /** One line on stderr, unless stderr is closed. */
 function say(line: string) {
   if (!closed.stderr) process.stderr.write(`${line}\n`)
@@ -119,6 +121,7 @@ async function stopRun(message: string, code: number) {
   if (stopping) return
   stopping = true
   say(message)
+  report({ message: message.trim().replace(/^✗ /, '') })
   // Nothing more is said: the steps still awaiting a child would report its end as their failure.
   console.log = console.error = () => {}
   closed.stderr = true
@@ -172,7 +175,10 @@ export function installHandlers() {
   const onError = async (e: unknown) => {
     if (e instanceof Error && EXIT_REQUEST in e) process.exitCode = e[EXIT_REQUEST] as number
     else {
-      say(`✗ ${currentStep} failed: ${redact(describe(e))}`)
+      const line = `${currentStep} failed: ${redact(describe(e))}`
+      say(`✗ ${line}`)
+      // A step whose child a signal stopped is not the reason the run ends: stopRun said that.
+      if (!stopping) report({ message: line })
       process.exitCode = EXIT.failed
     }
     await runCleanups()

@@ -1,5 +1,5 @@
 // Host volume directories (the two volume scripts): look, make, and the block a person adds by hand.
-import { fail, refuse, step } from './env.mts'
+import { fail, refuse, report, step } from './env.mts'
 import { sshCommand, unframed, type Ssh, type SshTarget } from './ssh.mts'
 
 // Fixed remote scripts; the path arrives as "$1". LOOK only reads: "absent", "dir MODE" or "other".
@@ -33,11 +33,19 @@ export async function lookAtVolume(ssh: Ssh, target: SshTarget, dir: string, var
 
 /** Create `dir` with mode 755 (or fix its mode); idempotent: says so when nothing had to change. */
 export async function makeVolume(ssh: Ssh, target: SshTarget, dir: string, state: string): Promise<string> {
-  if (state === 'dir 755') return `${dir} already exists on ${target.destination} with mode 755: nothing changed`
+  report({ host: target.host })
+  if (state === 'dir 755') {
+    const line = `${dir} already exists on ${target.destination} with mode 755: nothing changed`
+    report({ outcome: 'unchanged', message: line })
+    return line
+  }
+  report({ acted: true })
   step(state === 'absent' ? `Create ${dir} (mode 755)` : `Set mode 755 on ${dir} (was ${state.slice(4)})`)
   const made = await ssh.run(MAKE_DIR, [dir])
   if (!made.ok) fail(`creating ${dir} on ${target.destination}: ${ssh.why(made)}`)
-  return state === 'absent' ? `${dir} created on ${target.destination} with mode 755` : `${dir} on ${target.destination}: mode ${state.slice(4)} changed to 755`
+  const line = state === 'absent' ? `${dir} created on ${target.destination} with mode 755` : `${dir} on ${target.destination}: mode ${state.slice(4)} changed to 755`
+  report({ outcome: 'done', message: line })
+  return line
 }
 
 /** The client configuration a person adds by hand for a host volume (no script ever applies it). */
