@@ -65,7 +65,7 @@ const JOBS = [
 
 if (dryRun) {
   console.log([nomad.exportLine, ...JOBS.flatMap(({ job, file }) => [
-    `nomad job history -json ${job}`, `nomad job deployments -latest -json ${job}`, `nomad job plan <the deploy script's -var flags> ${file}`])].join('\n'))
+    `nomad job history -json ${job}`, `nomad job deployments -json ${job}`, `nomad job plan <the deploy script's -var flags> ${file}`])].join('\n'))
   exit(EXIT.done)
 }
 
@@ -116,9 +116,11 @@ async function jobStatus(nomad: Nomad, job: string, system: Row['system'], file:
   if (images.length) row.image = images.join(' ')
   if (binary) row.binary = binary
 
-  const latest = await nomad.$`nomad job deployments -latest -json ${job}`
-  if (!latest.ok) return { ...row, ...failedRead(job, system, 'nomad job deployments', latest) }
-  const d = latest.stdout.trim() && latest.stdout.trim() !== 'null' ? (JSON.parse(latest.stdout) as Deployment) : undefined
+  const all = await nomad.$`nomad job deployments -json ${job}`
+  if (!all.ok) return { ...row, ...failedRead(job, system, 'nomad job deployments', all) }
+  // Newest first (one deployment per job version at most).
+  const deployments = ((JSON.parse(all.stdout || '[]') ?? []) as Deployment[]).sort((a, b) => b.JobVersion - a.JobVersion)
+  const [d, before] = deployments
   if (d) {
     const groups = Object.values(d.TaskGroups ?? {})
     const waiting = groups.filter((g) => g.DesiredCanaries > 0 && !g.Promoted)
@@ -129,6 +131,9 @@ async function jobStatus(nomad: Nomad, job: string, system: Row['system'], file:
     if (['failed', 'cancelled'].includes(d.Status)) Object.assign(row, { state: 'unhealthy', detail: `deployment ${d.ID.slice(0, 8)} ${d.Status}: ${d.StatusDescription}` })
     else if (d.Status === 'running' && row.canariesWaiting) Object.assign(row, { state: 'canary-waiting', detail: `version ${d.JobVersion} waits for promotion` })
     else if (d.Status === 'running') Object.assign(row, { state: 'deploying', detail: `deployment ${d.ID.slice(0, 8)}: ${d.StatusDescription}` })
+    // The latest deploy failed and Nomad's auto_revert brought the last stable specification back.
+    const back = before?.Status === 'failed' && before.StatusDescription.match(/rolling back to job version (\d+)/)
+    if (back && row.state === 'ok') row.detail = `version ${before.JobVersion} failed (deployment ${before.ID.slice(0, 8)}: ${before.StatusDescription}); version ${d.JobVersion} runs the specification of version ${back[1]} again`
   }
 
   // The plan: the repository's job file, with what a deploy would pass (the storefront: the image that runs).
@@ -146,7 +151,8 @@ async function jobStatus(nomad: Nomad, job: string, system: Row['system'], file:
   const changes = planChanges(plan)
   if (changes === undefined) return { ...row, state: row.state === 'ok' ? 'unknown' : row.state, detail: row.detail ?? `nomad job plan failed: ${lastLine(plan.stderr || plan.stdout)}` }
   row.wouldChange = changes
-  if (changes && row.state === 'ok') Object.assign(row, { state: 'would-change', detail: `a deploy would change it (npx tsx deploy/${scriptOf(job)}.mts --plan shows the diff)` })
+  if (changes && row.state === 'ok')
+    Object.assign(row, { state: 'would-change', detail: `${row.detail ? `${row.detail}; ` : ''}a deploy would change it (npx tsx deploy/${scriptOf(job)}.mts --plan shows the diff)` })
   return row
 }
 
