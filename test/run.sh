@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command (`npm test`): installs what the tests need on a Debian machine when it is
-# missing (openssh-server, golang-go, haproxy, git, openssl, dash, procps, strace; npm packages with
+# missing (openssh-server, golang-go, haproxy, git, openssl, dash, procps, strace, cron; npm packages with
 # npm ci), then runs the whole suite. Extra arguments go to vitest (e.g. `npm test -- test/deploy_nomad.test.ts`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ have openssl || need+=(openssl)
 have dash    || need+=(dash)
 have ps      || need+=(procps)
 have strace  || need+=(strace)
+have crontab || need+=(cron)
 have script  || need+=(util-linux)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
