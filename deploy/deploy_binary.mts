@@ -33,7 +33,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { $ } from 'zx'
 import { type Checks, exit, fail, onExit, refuse, report, shq, start, step } from './lib/env.mts'
-import { openSsh, sshCommand, sshTarget, unframed } from './lib/ssh.mts'
+import { openSsh, sshDryRun, sshTarget, unframed } from './lib/ssh.mts'
 
 const JOB = 'agent-economique'
 const LDFLAGS = '-s -w -buildid='
@@ -46,7 +46,8 @@ const LOOK = 'command -v sha256sum >/dev/null || { echo "sha256sum not found on 
 const INSTALL = [
   'set -e', 'mkdir -p -- "$1"', 'cd -- "$1"',
   'find . -maxdepth 1 -type f -name ".$2.upload.*" -mmin +10 -exec rm -f -- {} +',
-  't=".$2.upload.$3"', `trap 'rm -f -- "$t"' EXIT`, 'trap "exit 1" HUP INT TERM PIPE',
+  // No ' in a remote script: a dry run shows it inside '...' (sshDryRun).
+  't=".$2.upload.$3"', 'trap "rm -f -- \\"\\$t\\"" EXIT', 'trap "exit 1" HUP INT TERM PIPE',
   'set -C', 'cat > "$t"', 'set +C', 's=$(sha256sum "$t")',
   'if [ "${s%% *}" != "$4" ]; then echo "sha256 mismatch on the server: got ${s%% *}, expected $4" >&2; exit 3; fi',
   'chmod 755 -- "$t"',
@@ -88,11 +89,13 @@ if (dryRun) {
   console.log(`# a real run sends the ssh commands over one connection, and uploads only when the sha256 differs
 BUILD=$(mktemp -d)
 (cd ${shq(source)} && ${Object.entries(goEnv).map(([k, v]) => `${k}=${v}`).join(' ')} ${goBuild.map(shq).join(' ')} ${bin} .)
-${sshCommand(target, LOOK, [dir, name])}
 SUM=$(sha256sum < ${bin} | cut -d' ' -f1)
-${sshCommand(target, LOCK, [dir, name, 'manual', '15'])}
-${sshCommand(target, INSTALL, [dir, name, 'manual'], '"$SUM"')} < ${bin}
-${sshCommand(target, UNLOCK, [dir, name, 'manual'])}
+${sshDryRun(target, [
+  { name: 'LOOK', what: `the server's platform, the sha256 of ${live} (or none), what ${live}.previous is (reads only)`, script: LOOK, args: [dir, name] },
+  { name: 'LOCK', what: `one upload at a time into ${dir} (a lock older than 15 minutes is taken over)`, script: LOCK, args: [dir, name, 'manual', '15'] },
+  { name: 'INSTALL', what: `receive the binary, check its sha256, keep the live one as ${name}.previous, rename over ${name}`, script: INSTALL, args: [dir, name, 'manual'], more: '$SUM', stdin: bin },
+  { name: 'UNLOCK', what: 'release the lock', script: UNLOCK, args: [dir, name, 'manual'] },
+]).join('\n')}
 rm -rf "$BUILD"`)
   exit(0)
 }

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { parseHcl, sandbox, write, type Sandbox } from './helpers.ts'
+import { jsonResult, parseHcl, sandbox, write, type Sandbox } from './helpers.ts'
 import { ensureUsers, escape, FRAME, freePort, requireTools, spy, startSshd, userDir, USERS, type Sshd } from './sshd.ts'
 
 const SCRIPT = 'deploy_arango_volume.mts'
@@ -219,6 +219,18 @@ describe('deploy_arango_volume: configuration and host trust', () => {
   })
 })
 
+describe('deploy_arango_volume --json', () => {
+  it('done with the host, then unchanged', async () => {
+    let r = await run({}, ['--json'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(await jsonResult(r.stdout)).toMatchObject({ script: 'deploy_arango_volume', outcome: 'done', host: '127.0.0.1', acted: true })
+    r = await run({}, ['--json'])
+    const result = await jsonResult(r.stdout)
+    expect(result).toMatchObject({ outcome: 'unchanged', host: '127.0.0.1' })
+    expect(result.message).toContain('already exists')
+  })
+})
+
 describe('deploy_arango_volume: --dry-run and --help', () => {
   it('--dry-run connects to nothing and prints commands that, pasted into a shell, do the job', async () => {
     const dir = `${base}/arangodb_data`
@@ -226,12 +238,20 @@ describe('deploy_arango_volume: --dry-run and --help', () => {
     expect(r.code).toBe(0)
     expect(r.connections).toBe(0)
     expect(ssh.argv()).toEqual([])
-    // The commands, then the host_volume block as comments (the script stays pasteable).
+    // The connection once, each remote script on its own lines, then its call; the host_volume block
+    // as comments (the script stays pasteable). No line a person has to unpick: none over 200 characters
+    // but the connection's, and no nested quoting.
     const lines = r.stdout.trim().split('\n').filter((l) => !l.startsWith('#'))
-    expect(lines).toHaveLength(2)
+    expect(lines[0]).toBe(`ssh_to() { ssh -o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=yes -o ServerAliveInterval=15 -o ServerAliveCountMax=2 -p ${sshd.port} -l ${USERS.dash} -i ${sshd.key} -o IdentitiesOnly=yes -o UserKnownHostsFile=${sshd.knownHosts} -- 127.0.0.1 "$@"; }`)
+    expect(r.stdout).toContain(`MAKE=$(cat <<'REMOTE'\nmkdir -p -- "$1" && chmod 755 -- "$1"\nREMOTE\n)\nssh_to "sh -c '$MAKE' sh ${dir}"\n`)
+    expect(lines.slice(1).filter((l) => l.length > 200)).toEqual([])
+    expect(r.stdout).not.toContain(`'\\''`)
     expect(r.stdout).toMatch(/^#\s+host_volume "arangodb_data" \{$/m)
-    expect(lines[1]).toBe(`ssh -o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=yes -o ServerAliveInterval=15 -o ServerAliveCountMax=2 -p ${sshd.port} -l ${USERS.dash} -i ${sshd.key} -o IdentitiesOnly=yes -o UserKnownHostsFile=${sshd.knownHosts} -- 127.0.0.1 'sh -c '\\''mkdir -p -- "$1" && chmod 755 -- "$1"'\\'' sh ${dir}'`)
+    // Pasted into dash (POSIX sh) and into bash, it does the job; the same remote command as a real run.
     writeFileSync(path.join(sb.dir, 'plan.sh'), r.stdout)
+    execFileSync('dash', ['-e', path.join(sb.dir, 'plan.sh')], { env: { PATH: process.env.PATH }, stdio: 'pipe' })
+    expect(mode(dir)).toBe('755')
+    rmSync(dir, { recursive: true })
     execFileSync('bash', ['-e', path.join(sb.dir, 'plan.sh')], { env: { PATH: process.env.PATH }, stdio: 'pipe' })
     expect(mode(dir)).toBe('755')
   })

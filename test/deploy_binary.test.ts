@@ -7,7 +7,7 @@ import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rea
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { root, sandbox, type Sandbox } from './helpers.ts'
+import { jsonResult, root, sandbox, type Sandbox } from './helpers.ts'
 import { elf, ensureUsers, FRAME, freePort, goEnv, requireTools, spy, startSshd, userDir, USERS, type Sshd } from './sshd.ts'
 
 const SCRIPT = 'deploy_binary.mts'
@@ -418,6 +418,23 @@ describe('deploy_binary: remote quoting and refusals', () => {
   })
 })
 
+describe('deploy_binary --json', () => {
+  it('the result names the host, the binary path and its sha256: done, then unchanged', async () => {
+    let r = await run({}, ['--json'])
+    expect(r.code, r.stderr).toBe(0)
+    const sum = sha(`${remote}/agent`)
+    let result = await jsonResult(r.stdout)
+    expect(result).toMatchObject({ script: 'deploy_binary', outcome: 'done', exitCode: 0, host: '127.0.0.1', binary: { path: `${remote}/agent`, sha256: sum }, acted: true })
+    expect(result.message).toMatch(/updated \(\d+ bytes sent\)$/)
+    expect(result.next).toContain('nomad job restart agent-economique')
+    expect(r.stderr).toContain(`sha256  ${sum}`)
+    r = await run({}, ['--json'])
+    result = await jsonResult(r.stdout)
+    expect(result).toMatchObject({ outcome: 'unchanged', binary: { sha256: sum } })
+    expect(result.acted).toBeUndefined()
+  })
+})
+
 describe('deploy_binary: --dry-run and --help', () => {
   it('--dry-run runs nothing and prints commands that, pasted into a shell, build and install the binary', async () => {
     const r = await run({}, ['--dry-run'])
@@ -426,10 +443,22 @@ describe('deploy_binary: --dry-run and --help', () => {
     expect(ssh.argv()).toEqual([])
     expect(go.calls()).toEqual([])
     expect(r.stdout).toContain(`(cd ${FIXTURE} && GOOS=linux GOARCH=amd64 CGO_ENABLED=0 go build -trimpath -buildvcs=false '-ldflags=-s -w -buildid=' -o "$BUILD"/agent .)`)
-    expect(r.stdout).toMatch(/^ssh -o BatchMode=yes .* -- 127\.0\.0\.1 'sh -c .*' sh \/tmp\/deploy-remote-\w+\/data agent manual '"\$SUM" < "\$BUILD"\/agent$/m)
+    expect(r.stdout).toMatch(/^ssh_to "sh -c '\$INSTALL' sh \/tmp\/deploy-remote-\w+\/data agent manual \$SUM" < "\$BUILD"\/agent$/m)
+    expect(r.stdout).toMatch(/^# LOOK: .*\n# LOCK: /ms)
+    // Readable: the connection once, one statement a line, no nested quoting.
+    expect(r.stdout.split('\n').filter((l) => l.length > 200 && !l.startsWith('ssh_to()'))).toEqual([])
+    expect(r.stdout).not.toContain(`'\\''`)
+    expect(r.stdout).toContain('if [ "${s%% *}" != "$4" ]; then\n  echo "sha256 mismatch on the server')
     writeFileSync(path.join(sb.dir, 'plan.sh'), r.stdout)
-    execFileSync('bash', ['-e', path.join(sb.dir, 'plan.sh')], { env: { PATH: process.env.PATH, HOME: sb.home, ...goEnv }, stdio: 'pipe' })
+    // Pasted into dash (POSIX sh), then into bash after a change: each installs, keeping the previous binary.
+    execFileSync('dash', ['-e', path.join(sb.dir, 'plan.sh')], { env: { PATH: process.env.PATH, HOME: sb.home, ...goEnv }, stdio: 'pipe' })
     expect(execFileSync(`${remote}/agent`, { encoding: 'utf8' })).toBe('agent fixture-1\n')
+    expect(uploads(remote)).toEqual([])
+    const again = await run({ AGENT_SOURCE_DIR: variant('fixture-2') }, ['--dry-run'])
+    writeFileSync(path.join(sb.dir, 'plan2.sh'), again.stdout)
+    execFileSync('bash', ['-e', path.join(sb.dir, 'plan2.sh')], { env: { PATH: process.env.PATH, HOME: sb.home, ...goEnv }, stdio: 'pipe' })
+    expect(execFileSync(`${remote}/agent`, { encoding: 'utf8' })).toBe('agent fixture-2\n')
+    expect(execFileSync(`${remote}/agent.previous`, { encoding: 'utf8' })).toBe('agent fixture-1\n')
     expect(uploads(remote)).toEqual([])
   })
 

@@ -90,7 +90,7 @@ Useful commands:
   it('defaults to /opt/valkey_data; --dry-run connects to nothing and prints commands that work when pasted', async () => {
     const shown = await run({ VALKEY_DATA_DIR: undefined }, ['--dry-run'])
     expect(shown.code).toBe(0)
-    expect(shown.stdout).toContain(`sh -c '\\''mkdir -p -- "$1" && chmod 755 -- "$1"'\\'' sh /opt/valkey_data'`)
+    expect(shown.stdout).toContain(`\nmkdir -p -- "$1" && chmod 755 -- "$1"\nREMOTE\n)\nssh_to "sh -c '$MAKE' sh /opt/valkey_data"\n`)
     expect(shown.connections).toBe(0)
     expect(ssh.argv()).toEqual([])
 

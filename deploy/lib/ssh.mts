@@ -52,13 +52,49 @@ function remoteCommand(script: string, args: string[]): string {
   return ['sh', '-c', script, 'sh', ...args].map(shq).join(' ')
 }
 
+/** One remote step of a dry run: a NAME for its script, what it does, the script and its arguments. */
+export type DryStep = { name: string; what: string; script: string; args: string[]; more?: string; stdin?: string }
+
 /**
- * One remote command as a copy-pasteable line (for --dry-run): the remote part exactly as a real run
- * sends it. `more` is appended in LOCAL shell syntax as one more remote word (e.g. "$SUM").
+ * The ssh commands of a dry run, for a person to read and paste (sh or bash): the connection once, as
+ * a function; each fixed remote script one statement a line, in a quoted here-document (taken as
+ * written, nothing expanded); then the call, the same `sh -c '<script>' sh <args>` that a real run
+ * sends. `more` is one more remote word in LOCAL shell syntax (e.g. $SUM), `stdin` a redirection.
  */
-export function sshCommand(target: SshTarget, script: string, args: string[] = [], more = ''): string {
-  const remote = remoteCommand(script, args) + (more ? ' ' : '')
-  return [...['ssh', ...target.options, '--', target.host].map(shq), shq(remote) + more].join(' ')
+/** A one-line script (statements joined by "; ") laid out one statement a line, if/then/else indented. */
+function statements(script: string): string[] {
+  const out: string[] = []
+  let depth = 0
+  const tokens = script.split('; ')
+  for (let i = 0; i < tokens.length; i++) {
+    let t = tokens[i]
+    // A { ...; } group stays on one line.
+    while (t.includes('{ ') && !t.includes('}') && i + 1 < tokens.length) t += `; ${tokens[++i]}`
+    if (t.startsWith('then ')) {
+      out[out.length - 1] += '; then'
+      t = t.slice(5)
+      depth++
+    } else if (t.startsWith('else ')) {
+      out.push(`${'  '.repeat(depth - 1)}else`)
+      t = t.slice(5)
+    } else if (t.startsWith('elif ')) {
+      depth--
+    } else if (t === 'fi') depth--
+    out.push(`${'  '.repeat(depth)}${t}`)
+  }
+  return out
+}
+
+export function sshDryRun(target: SshTarget, steps: DryStep[]): string[] {
+  const lines = [`ssh_to() { ${['ssh', ...target.options, '--', target.host].map(shq).join(' ')} "$@"; }`]
+  for (const s of steps) {
+    // The script goes inside '...' and the call inside "...": neither may hold what would end them.
+    const args = s.args.map(shq).join(' ')
+    if (s.script.includes("'") || /["$`\\]/.test(args)) throw new Error(`dry run of ${s.name}: a remote script with a ' or an argument with " $ \` \\ cannot be shown this way`)
+    lines.push(`# ${s.name}: ${s.what}`, `${s.name}=$(cat <<'REMOTE'`, ...statements(s.script), 'REMOTE', ')',
+      `ssh_to "sh -c '$${s.name}' sh ${args}${s.more ? ` ${s.more}` : ''}"${s.stdin ? ` < ${s.stdin}` : ''}`)
+  }
+  return lines
 }
 
 export type Ssh = Awaited<ReturnType<typeof openSsh>>

@@ -1,6 +1,6 @@
 // Host volume directories (the two volume scripts): look, make, and the block a person adds by hand.
 import { fail, refuse, report, step } from './env.mts'
-import { sshCommand, unframed, type Ssh, type SshTarget } from './ssh.mts'
+import { sshDryRun, unframed, type Ssh, type SshTarget } from './ssh.mts'
 
 // Fixed remote scripts; the path arrives as "$1". LOOK only reads: "absent", "dir MODE" or "other".
 const LOOK_DIR = 'if [ -d "$1" ]; then echo "dir $(stat -L -c %a -- "$1")"; elif [ -e "$1" ] || [ -L "$1" ]; then echo other; else echo absent; fi'
@@ -8,7 +8,10 @@ const MAKE_DIR = 'mkdir -p -- "$1" && chmod 755 -- "$1"'
 
 /** The commands a dry run of a volume script prints (the second runs only when needed). */
 export function volumeCommands(target: SshTarget, dir: string): string[] {
-  return [sshCommand(target, LOOK_DIR, [dir]), sshCommand(target, MAKE_DIR, [dir])]
+  return sshDryRun(target, [
+    { name: 'LOOK', what: `what is at ${dir}: "absent", "dir MODE" or "other" (reads only)`, script: LOOK_DIR, args: [dir] },
+    { name: 'MAKE', what: `create ${dir}, mode 755 (a real run: only when LOOK says absent or another mode)`, script: MAKE_DIR, args: [dir] },
+  ])
 }
 
 /** What is at `dir` on the server: "absent" or "dir MODE"; something else there is refused (exit 2). */
