@@ -21,6 +21,7 @@
 //   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
 //   --plan            ask the cluster what a deploy would do (the real nomad job plan); change nothing
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
+//   --json            one JSON result on stdout at the end (deploy/lib/result.schema.json); the rest to stderr
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.

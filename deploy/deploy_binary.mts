@@ -23,6 +23,7 @@
 //          plus one second per 50 kB of the binary).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing
+//   --json            one JSON result on stdout at the end (deploy/lib/result.schema.json); the rest to stderr
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 done (or unchanged), 1 a step failed (build, ssh, checksum), 2 refused before changing

@@ -40,6 +40,7 @@
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
 //   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
 //   --plan            ask the cluster what a deploy would do (the real nomad job plan); build and change nothing
+//   --json            one JSON result on stdout at the end (deploy/lib/result.schema.json); the rest to stderr
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 canary waiting for promotion, deployed, or already up to date; 1 a step failed (build, push,

@@ -15,6 +15,7 @@
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each ssh command may take).
 // Options:
 //   --dry-run         print the ssh commands a real run would execute; run nothing
+//   --json            one JSON result on stdout at the end (deploy/lib/result.schema.json); the rest to stderr
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 done (or already there), 1 a step failed (ssh included), 2 refused before changing anything.

@@ -18,6 +18,7 @@
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
 //   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
 //   --plan            read the latest deployment and say what a promote would do; change nothing
+//   --json            one JSON result on stdout at the end (deploy/lib/result.schema.json); the rest to stderr
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 promoted and deployed; 1 nothing to promote, the canary is not healthy, the deployment

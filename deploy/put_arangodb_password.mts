@@ -24,6 +24,7 @@
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
 //   --plan            read the Variable and say what a run would write; change nothing, ask nothing
+//   --json            one JSON result on stdout at the end (deploy/lib/result.schema.json); the rest to stderr
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 done (stored, unchanged or kept), 1 a step failed (e.g. a concurrent write), 2 refused before changing anything.

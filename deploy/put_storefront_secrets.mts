@@ -24,6 +24,7 @@
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each vault command may take).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing
+//   --json            one JSON result on stdout at the end (deploy/lib/result.schema.json); the rest to stderr
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 done (or unchanged), 1 a step failed, 2 refused before changing anything.

@@ -22,6 +22,7 @@
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
 //   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
 //   --plan            read the history and say what the revert would do; change nothing
+//   --json            one JSON result on stdout at the end (deploy/lib/result.schema.json); the rest to stderr
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 reverted (canary waiting for promotion, or deployed); 1 a step failed, the deployment failed

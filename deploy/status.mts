@@ -20,7 +20,6 @@
 //        STOREFRONT_VAULT_PATH, STOREFRONT_VAULT_MOUNT, STOREFRONT_COUNT, STOREFRONT_AUTO_PROMOTE,
 //        DEPLOY_VAULT_AUTH, STOREFRONT_VAULT_ROLE (see their --help).
 // Options:
-//   --json            one JSON object on stdout (the table goes to stderr)
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 every job runs as the repository says (deployed, healthy, no change planned);
