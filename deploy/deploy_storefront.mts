@@ -63,7 +63,8 @@ const { check, dryRun, planOnly, flags } = start(import.meta.url, {
   options: { 'allow-dirty': { type: 'boolean' }, 'replace-canary': { type: 'boolean' }, timeout: { type: 'string' } }, plan: true,
 })
 const nomad = nomadConnection(check)
-check.tool('docker', 'install Docker with buildx: https://docs.docker.com/get-docker/ (Docker Desktop on a Mac)')
+// A plan builds nothing: docker is needed by a real run only.
+if (!planOnly) check.tool('docker', 'install Docker with buildx: https://docs.docker.com/get-docker/ (Docker Desktop on a Mac)')
 check.tool('git', 'install git')
 const source = check.localPath('STOREFRONT_SOURCE_DIR', '../cedra-storefront') ?? '' // '' when set but empty (refused)
 const image = check.need('STOREFRONT_IMAGE')

@@ -63,6 +63,12 @@ describe('--plan: what a deploy would do, changing nothing', () => {
     expect(r.stdout).toContain(`--plan: a deploy would create cedra-storefront with registry.test/cedra/storefront:${tag}, after building and pushing that image`)
     expect(sb.calls('docker')).toEqual([])
     expect(sb.commands('nomad').filter((c) => !c.startsWith('job plan'))).toEqual(['job deployments -latest -json cedra-storefront'])
+    // A plan builds nothing: a CI runner without docker can plan (a real run still refuses).
+    const noDocker = { STOREFRONT_SOURCE_DIR: src, STOREFRONT_IMAGE: 'registry.test/cedra/storefront', PATH: sb.pathWithout('docker') }
+    expect((await sb.run('deploy_storefront.mts', ['--plan'], { env: noDocker })).code).toBe(0)
+    const real = await sb.run('deploy_storefront.mts', [], { env: noDocker })
+    expect(real.code).toBe(2)
+    expect(real.stderr).toContain('docker not found on PATH')
   })
 
   it('promote, revert and put_arangodb_password --plan: what they would do, read-only calls only', async () => {
