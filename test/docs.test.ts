@@ -49,7 +49,8 @@ function variablesRead(script: string): string[] {
 function commandsIn(markdown: string): { script: string; args: string[]; line: string }[] {
   const blocks = [...markdown.matchAll(/```bash\n([\s\S]*?)```/g)].map((m) => m[1])
   return blocks.flatMap((b) => b.split('\n'))
-    .map((l) => l.replace(/\s+#.*$/, '').trim())
+    // The command alone: what follows a redirection, a pipe or a list operator is the shell's.
+    .map((l) => l.replace(/\s+#.*$/, '').replace(/\s+(>|\||;|&&|\|\|)\s.*$/, '').trim())
     .filter((l) => l.startsWith('npx tsx deploy/'))
     .map((line) => {
       const [, , file, ...args] = line.split(/\s+/)

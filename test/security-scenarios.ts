@@ -65,6 +65,8 @@ export type Scenario = {
   setup(ctx: Ctx): Env
   /** Make the main path fail AFTER the checks (exit 1), for the failure runs. */
   breakIt(ctx: Ctx, env: Env): Env
+  /** A script that only reads (status): its first run must change nothing either. */
+  readOnly?: boolean
   /** Running it a second time with the same inputs: the exit code and what it says. */
   again: { code: number; says: RegExp; writes?: string[] }
 }
@@ -204,6 +206,23 @@ export const SCENARIOS: Record<string, Scenario> = {
     setup: (ctx) => ({ ...sshEnv(ctx), VALKEY_DATA_DIR: `${ctx.remote}/valkey_data` }),
     breakIt: (_ctx, env) => ({ ...env, VALKEY_DATA_DIR: `${lockedRemoteDir()}/valkey_data` }),
     again: { code: 0, says: /already exists on .* with mode 755: nothing changed/ },
+  },
+  'status.mts': {
+    kind: 'nomad', tools: ['nomad'],
+    // The four jobs registered as a deploy from this repository would (the same -var), deployments done.
+    setup: ({ sb }) => {
+      const vault = ['-var=vault_secret=secret/data/cedra/prod', '-var=vault_auth=identity', '-var=vault_role=cedra-storefront']
+      for (const [job, file, ...vars] of [['agent-economique', 'agent.nomad', '-var=binary_path=/root/data/agent'], ['arangodb-agent-economique', 'arangodb.nomad'],
+        ['valkey', 'valkey.nomad', ...vault], ['cedra-storefront', 'cedra-storefront.nomad', '-var=image=registry.test/cedra/storefront', '-var=image_tag=aaaaaaaaaaaa', ...vault]]) {
+        nomadDouble(sb, 'job', 'run', '-detach', ...vars, path.join(root, 'jobs', file))
+        for (let i = 0; i < 3; i++) nomadDouble(sb, 'job', 'deployments', '-latest', '-json', job)
+      }
+      return {}
+    },
+    // The servers cannot be listed: the run stops at its first read (a job's failed read is a row, exit 1, instead).
+    breakIt: (ctx, env) => (failing(ctx, 'nomad', ['server members']), env),
+    readOnly: true,
+    again: { code: 0, says: /All 4 jobs run as the repository says/ },
   },
   'deploy_binary.mts': {
     kind: 'ssh', tools: ['ssh', 'go'],
