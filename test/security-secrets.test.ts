@@ -88,11 +88,13 @@ describe.concurrent('1. secrets: no canary in any child\'s argv (strace) nor in 
       if (e.argv.includes('ControlMaster=yes')) expect(e.argv).toContain('StrictHostKeyChecking=yes')
     }
 
-    // A failure after the checks: exit 1, nothing leaked in the failure line either.
+    // A failure after the checks, with --json: exit 1, nothing leaked in the failure line nor in the
+    // JSON result on stdout (its message, its fields).
     const bad = prepare(script)
-    const failed = await bad.ctx.sb.run(script, s.args, { env: s.breakIt(bad.ctx, bad.env), trace: true })
+    const failed = await bad.ctx.sb.run(script, [...(s.args ?? []), '--json'], { env: s.breakIt(bad.ctx, bad.env), trace: true })
     expect(failed.code, failed.stderr).toBe(1)
     expect(failed.stderr).toMatch(/✗ /)
+    expect(JSON.parse(failed.stdout)).toMatchObject({ outcome: 'failed', exitCode: 1 })
     noLeak(failed, 'failure')
 
     // --dry-run: runs nothing of the tools, secrets shown as $NAME references.
