@@ -150,13 +150,16 @@ describe('secrets, Vault and Nomad Variables', () => {
   it('a message that holds a secret: the result redacts it as the terminal does', async () => {
     // A token that also appears in the address: every message naming the address holds it.
     const token = 'leaky-token-value-42'
+    const env = { NOMAD_ADDR: `http://${token}.invalid:4646`, NOMAD_TOKEN: token }
+    let r = await sb.run('deploy_nomad.mts', ['--json'], { env })
+    expect(r.code, r.stderr).toBe(0)
+    expect((await jsonResult(r.stdout)).nomad.address).toBe('http://[REDACTED].invalid:4646')
+    expect(r.output).not.toContain(token)
     sb.setState({ mode: 'unreachable' })
-    const r = await sb.run('deploy_nomad.mts', ['--json'], { env: { NOMAD_ADDR: `http://${token}.invalid:4646`, NOMAD_TOKEN: token } })
+    r = await sb.run('deploy_nomad.mts', ['--json'], { env })
     expect(r.code).toBe(1)
-    const result = await jsonResult(r.stdout)
-    expect(result.message).toContain('cannot reach Nomad at http://[REDACTED].invalid:4646')
-    expect(r.stdout).not.toContain(token)
-    expect(r.stderr).not.toContain(token)
+    expect((await jsonResult(r.stdout)).message).toContain('cannot reach Nomad at http://[REDACTED].invalid:4646')
+    expect(r.output).not.toContain(token)
   })
 
   it('put_arangodb_password --json: done, then unchanged; the password never in the result', async () => {
