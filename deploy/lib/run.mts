@@ -152,6 +152,11 @@ export function installHandlers() {
   installed = true
   $.verbose = false
   $.quiet = true
+  // Every line printed goes through the redaction, whoever prints it.
+  for (const name of ['log', 'error'] as const) {
+    const print = console[name]
+    console[name] = (...args: unknown[]) => print(...args.map((a) => (typeof a === 'string' ? redact(a) : a)))
+  }
   // Each child leads its own process group: stopping it (zx's kill signals the group too) also stops
   // what it started, even a grandchild already orphaned by a dying shell in between.
   $.detached = true
