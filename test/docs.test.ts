@@ -371,6 +371,10 @@ exec ${JSON.stringify(process.execPath)} ${JSON.stringify(path.join(root, 'test/
       return env
     }),
   },
+  { key: 'jobs need a look', run: () => scenario('status.mts', [], (sb) => {
+    storefrontVersion(sb, 'aaaaaaaaaaaa')
+    storefrontVersion(sb, 'bbbbbbbbbbbb') // its canary healthy, waiting for promotion
+  }) },
   { key: 'host key has CHANGED', run: () => scenario('deploy_arango_volume.mts', [], () => server({ DEPLOY_SSH_KNOWN_HOSTS: sshd!.changedKnownHosts })) },
   { key: 'host key is not in known_hosts', run: () => scenario('deploy_valkey_volume.mts', [], () => server({ DEPLOY_SSH_KNOWN_HOSTS: sshd!.emptyKnownHosts })) },
   { key: 'authentication refused', run: () => scenario('deploy_arango_volume.mts', [], () => server({ DEPLOY_SSH_KEY: sshd!.strangerKey })) },
