@@ -35,12 +35,15 @@
 //            grants the secret to a vault block without a role (default: no such role)
 //   consulACL: true — (1.10+) Consul ACLs on: a template that reads Consul gets nothing without a
 //            consul block in its group or task (#25298)
+//   failureLog: "text" — what a failing task writes to stderr (test/stubs/nomad-allocs.mjs)
+// Allocations (placed by deployments; `job allocs`, `alloc status`, `alloc logs`): nomad-allocs.mjs.
 // Like the server, the double applies one call at a time: a call takes a lock file before it reads
 // the state it acts on (after any barrier or hang) and writes it back atomically (rename).
 import { createHash, randomUUID } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { barrier, err, hang, lock, logCall, out, readState, slowDown, writeState } from './common.mjs'
+import { allocations } from './nomad-allocs.mjs'
 
 const load = () => readState('nomad', (s) => {
   s.index ??= 10
@@ -83,9 +86,14 @@ const COMMANDS = {
   'job history': { p: 0, full: 0, json: 0, version: 1, t: 1 },
   'job inspect': { json: 0, t: 1, version: 1 },
   'job deployments': { json: 0, t: 1, latest: 0, verbose: 0, all: 0 },
-  'deployment status': { verbose: 0, json: 0, monitor: 0, wait: 1, t: 1 },
+  // -ui: 1.10.0 (command/deployment_status.go@v1.10.0, command/alloc_status.go@v1.10.0).
+  'deployment status': { verbose: 0, json: 0, monitor: 0, wait: 1, t: 1, ...(cli('1.10') ? { ui: 0 } : {}) },
   'node status': { short: 0, os: 0, quiet: 0, verbose: 0, allocs: 0, self: 0, stats: 0, json: 0, t: 1, filter: 1 },
-  'alloc logs': { verbose: 0, job: 0, tail: 0, f: 0, stderr: 0, stdout: 0, n: 1, c: 1, task: 1 },
+  // command/job_allocs.go: the same four flags at v1.6.10, v1.9.7, v1.10.5, v2.0.5.
+  'job allocs': { all: 0, json: 0, t: 1, verbose: 0 },
+  'alloc status': { short: 0, verbose: 0, stats: 0, json: 0, t: 1, ...(cli('1.10') ? { ui: 0 } : {}) },
+  // command/alloc_logs.go: -tail is a bool, -n/-c integers; -group (with -job) from 1.10.0 (#25568).
+  'alloc logs': { verbose: 0, job: 0, tail: 0, f: 0, stderr: 0, stdout: 0, n: 1, c: 1, task: 1, ...(cli('1.10') ? { group: 1 } : {}) },
   'var get': { item: 1, out: 1, template: 1 },
   'var put': { 'check-index': 1, force: 0, in: 1, out: 1, template: 1, verbose: 0 },
   'var list': { 'per-page': 1, 'page-token': 1, filter: 1, out: 1, template: 1 },
@@ -100,6 +108,7 @@ const spec = COMMANDS[cmd]
 if (!spec) die(`Unknown command: ${argv.join(' ')} (not in this test double)`, 127)
 const errCode = cmd === 'job plan' ? 255 : 1
 const { flags, args } = parseFlags(argv.slice(2), { ...GLOBAL, ...spec })
+const allocs = allocations({ state: () => state, cli, flags, args, die, out, hint, findJob })
 
 // Connection: the real CLI fails on every API call when it cannot talk to the server.
 const addr = process.env.NOMAD_ADDR ?? 'http://127.0.0.1:4646'
@@ -136,7 +145,9 @@ switch (cmd) {
   case 'deployment status': deploymentStatus(); break
   case 'server members': members(); break
   case 'node status': out('ID        Node Pool  DC   Name    Class   Drain  Eligibility  Status\n4f3c2b1a  default    dc1  node-1  <none>  false  eligible     ready'); break
-  case 'alloc logs': out('(logs)'); break
+  case 'job allocs': allocs.jobAllocs(); break
+  case 'alloc status': allocs.allocStatus(); break
+  case 'alloc logs': allocs.allocLogs(); break
   case 'var get': varGet(); break
   case 'var put': varPut(); break
   case 'var list': out(JSON.stringify(Object.values(state.vars).map(({ Items, ...meta }) => meta), null, 2)); break
@@ -215,7 +226,9 @@ function members() {
 function errPrefix() {
   return { 'job plan': 'Error during plan', 'job run': 'Error submitting job', 'var put': 'Error creating variable', 'var get': 'Error retrieving variable',
     'job inspect': 'Error inspecting job', 'job deployments': 'Error retrieving deployments', 'job history': 'Error retrieving job versions',
-    'job promote': 'Error retrieving job', 'job revert': 'Error retrieving job versions' }[cmd] ?? 'Error querying'
+    'job promote': 'Error retrieving job', 'job revert': 'Error retrieving job versions',
+    // command/job_allocs.go@v2.0.5 reads the job first (2.0.3+), @v1.6.10 the allocations only.
+    'job allocs': cli('2.0.3') ? 'Error querying job' : 'Error retrieving allocations', 'alloc status': 'Error querying allocation', 'alloc logs': 'Error querying allocation' }[cmd] ?? 'Error querying'
 }
 
 
@@ -297,10 +310,18 @@ function parseJobFile(file) {
     die(`Error getting job struct: Error parsing job file from ${file}:\n${file}:${line},11-15: Unsupported argument; An argument named "role" is not expected here.`, errCode)
   }
   const task = text.match(/^\s*task\s+"([^"]+)"/m)?.[1] ?? 'main'
+  // For the allocations: every task (each group runs them all here), the restart block (defaults:
+  // nomad/structs/structs.go@v2.0.5 DefaultServiceJobRestartPolicy), the Vault path a template reads.
+  const tasks = [...text.matchAll(/^\s*task\s+"([^"]+)"/gm)].map((m) => m[1])
+  const rb = text.match(/^\s*restart\s*{([^}]*)}/m)?.[1] ?? ''
+  const r = (k) => rb.match(new RegExp(`^\\s*${k}\\s*=\\s*"?([^"\\s]+)"?`, 'm'))?.[1]
+  const restart = { attempts: Number(r('attempts') ?? 2), interval: r('interval') ?? '30m', delay: r('delay') ?? '15s', mode: r('mode') ?? 'fail' }
+  const secret = text.match(/with secret "([^"]+)"/)?.[1].replace(/\$\{var\.(\w+)\}/g, (_, k) => valueOf(k) ?? '')
   const consulBlock = /^\s*consul\s*{/m.test(text)
   const templates = /^\s*template\s*{/m.test(text)
   const consulTemplate = /{{\s*range\s+service\s+"/.test(text)
-  return { name: job[1], vars, groups: groups.length ? groups : ['main'], canary, count, autoPromote, autoRevert, image, key, text, vault, task, consulBlock, templates, consulTemplate }
+  return { name: job[1], vars, groups: groups.length ? groups : ['main'], canary, count, autoPromote, autoRevert, image, key, text, vault, task, consulBlock, templates, consulTemplate,
+    tasks: tasks.length ? tasks : [task], restart, secret }
 }
 
 /**
@@ -371,7 +392,8 @@ function register(name, job, extra = {}, { rollback = false } = {}) {
   const version = j.versions.length
   j.versions.push({ version, key: job.key, text: job.text, vars: job.vars, canary: job.canary, count: job.count, groups: job.groups,
     autoPromote: job.autoPromote, autoRevert: job.autoRevert, image: job.image, submitTime: Date.now() * 1e6, stable: false,
-    vault: job.vault, task: job.task, consulBlock: job.consulBlock, templates: job.templates, consulTemplate: job.consulTemplate, ...extra })
+    vault: job.vault, task: job.task, consulBlock: job.consulBlock, templates: job.templates, consulTemplate: job.consulTemplate,
+    tasks: job.tasks, restart: job.restart, secret: job.secret, ...extra })
   j.modifyIndex = ++state.index
   j.versions[version].jobModifyIndex = j.modifyIndex
   // Canaries are placed only when an earlier version runs (the first deployment has none).
@@ -379,7 +401,8 @@ function register(name, job, extra = {}, { rollback = false } = {}) {
   // the latest stable one (a revert to what the other instances run) is updated in place.
   const stable = [...j.versions].reverse().find((v) => v.stable && v.version < version)
   const canary = prev && !rollback && stable?.key !== job.key ? job.canary : 0
-  const ending = rollback ? 'successful' : runtimeProblem(job) ? 'failed' : (state.outcome ?? 'successful')
+  const problem = rollback ? undefined : runtimeProblem(job)
+  const ending = rollback ? 'successful' : problem ? 'failed' : (state.outcome ?? 'successful')
   // An earlier deployment still running is cancelled by the new one.
   for (const old of j.deployments) if (old.Status === 'running') Object.assign(old, { Status: 'cancelled', StatusDescription: 'Cancelled due to newer version of job' })
   const d = {
@@ -388,9 +411,10 @@ function register(name, job, extra = {}, { rollback = false } = {}) {
     // that requires promotion says whether Nomad will promote it by itself.
     Status: 'running', StatusDescription: !canary ? 'Deployment is running' : job.autoPromote ? 'Deployment is running pending automatic promotion' : 'Deployment is running but requires manual promotion',
     TaskGroups: Object.fromEntries(job.groups.map((g) => [g, { AutoRevert: Boolean(job.autoRevert), AutoPromote: Boolean(job.autoPromote), Promoted: false, DesiredCanaries: canary, DesiredTotal: job.count, PlacedAllocs: 0, HealthyAllocs: 0, UnhealthyAllocs: 0, PlacedCanaries: [] }])),
-    stub: { polls: 0, ending },
+    stub: { polls: 0, ending, problem },
   }
   j.deployments.push(d)
+  allocs.place(j, d, j.versions[version])
   return d
 }
 
@@ -434,12 +458,14 @@ function advance(d) {
   const canaryWait = groups.some((g) => g.DesiredCanaries > 0 && !g.Promoted)
   if (d.stub.polls < (state.polls ?? 2)) {
     for (const g of groups) g.PlacedAllocs = Math.max(g.PlacedAllocs, canaryWait ? g.DesiredCanaries : 1)
+    allocs.progress(d, d.stub.problem)
     return
   }
   if (d.stub.ending === 'failed') {
     d.Status = 'failed'
     for (const g of groups) { g.UnhealthyAllocs = 1; g.HealthyAllocs = 0 }
     d.StatusDescription = 'Failed due to unhealthy allocations'
+    allocs.failed(d, d.stub.problem)
     if (groups.some((g) => g.AutoRevert)) {
       // Auto-revert goes back to the latest STABLE version, registered again as a new version.
       const j = state.jobs[d.JobID]
@@ -459,14 +485,18 @@ function advance(d) {
       for (const g of waiting) g.Promoted = true
       d.StatusDescription = 'Deployment is running'
       d.stub.polls = 0
+      allocs.promoted(d)
       return
     }
-    for (const g of groups) { g.PlacedCanaries = Array.from({ length: g.DesiredCanaries }, (_, i) => `canary-${d.JobVersion}-${i}`); g.HealthyAllocs = g.DesiredCanaries; g.PlacedAllocs = g.DesiredCanaries }
+    // PlacedCanaries: the canaries' allocation IDs, set when they were placed (nomad-allocs.mjs place).
+    for (const g of groups) { g.HealthyAllocs = g.DesiredCanaries; g.PlacedAllocs = g.DesiredCanaries }
+    allocs.healthy(d, { canariesOnly: true })
     return
   }
   d.Status = 'successful'
   d.StatusDescription = 'Deployment completed successfully'
   for (const g of groups) { g.HealthyAllocs = g.DesiredTotal; g.PlacedAllocs = g.DesiredTotal }
+  allocs.healthy(d)
   const j = state.jobs[d.JobID]
   j.versions[d.JobVersion].stable = true
 }
@@ -474,6 +504,15 @@ function advance(d) {
 /** command/meta.go@v1.6.10 and @v2.0.5 (JobIDByPrefix): capital ID. */
 function noJob(name) {
   die(`No job(s) with prefix or ID "${name}" found`)
+}
+
+/** command/meta.go@v2.0.5 JobIDByPrefix: the job of that ID, else the only one it prefixes. */
+function findJob(prefix) {
+  if (state.jobs[prefix]) return prefix
+  const matches = Object.keys(state.jobs).filter((n) => n.startsWith(prefix))
+  if (matches.length === 1) return matches[0]
+  if (!matches.length) noJob(prefix)
+  die(`Prefix "${prefix}" matched multiple jobs\n\n${matches.join('\n')}`)
 }
 
 function inspect() {
@@ -562,6 +601,7 @@ function promote() {
   d.StatusDescription = 'Deployment is running'
   d.stub.polls = 0
   d.stub.ending = state.outcome ?? 'successful'
+  allocs.promoted(d)
   if (flags.detach) return out(`Evaluation ID: ${randomUUID()}`)
   out(`==> Monitoring evaluation "${randomUUID().slice(0, 8)}"`)
 }
