@@ -160,10 +160,10 @@ if (!push.ok) {
 step(`Run ${JOB} (check-index ${plan.index})`)
 const version = await runJob(nomad, plan)
 step(`Follow the deployment of ${JOB} version ${version}`)
-const result = reportOutcome(await followDeployment(nomad, JOB, version, timeout))
+const result = await followDeployment(nomad, JOB, version, timeout)
 
 // Report
-console.log(result.line)
+reportOutcome(result)
 if (result.outcome === 'canary') {
   const previous = await previousStable(nomad, version)
   const choices = [['promote it to every instance:', 'npx tsx deploy/promote_storefront.mts', `nomad job promote ${JOB}`]]

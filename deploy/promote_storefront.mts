@@ -93,10 +93,10 @@ if (!promoted.ok) {
   fail(`nomad job promote: ${nomadError(nomad, promoted).message}`)
 }
 step(`Follow the deployment of ${JOB} version ${d.JobVersion}`)
-const result = reportOutcome(await followDeployment(nomad, JOB, d.JobVersion, timeout))
+const result = await followDeployment(nomad, JOB, d.JobVersion, timeout)
 
 // Report
-console.log(result.line)
+reportOutcome(result)
 if (result.outcome !== 'successful') process.exitCode = EXIT.failed
 console.log(`
 Useful commands:

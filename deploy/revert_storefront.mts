@@ -111,10 +111,10 @@ if (version === current.Version) {
 }
 step(`Follow the deployment of ${JOB} version ${version} (version ${target} again)`)
 report({ version })
-const result = reportOutcome(await followDeployment(nomad, JOB, version, timeout))
+const result = await followDeployment(nomad, JOB, version, timeout)
 
 // Report
-console.log(result.line)
+reportOutcome(result)
 if (result.outcome === 'canary') {
   report({ next: ['npx tsx deploy/promote_storefront.mts', `npx tsx deploy/revert_storefront.mts ${current.Version}`] })
   console.log(`\nCheck the canary (nomad alloc logs -f -job ${JOB}; its /api/health), then either`)

@@ -138,6 +138,14 @@ describe('deploy_storefront: the three outcomes', () => {
     // Nomad registered version 0 again as version 2 (the stub's auto-revert).
     const images = sb.readState().jobs['cedra-storefront'].versions.map((v: { image: string }) => v.image)
     expect(images).toEqual([`${IMAGE}:${first}`, `${IMAGE}:${broken}`, `${IMAGE}:${first}`])
+    // The canary that failed is named (the deployment's own unhealthy allocation, not any of the job's),
+    // with the command for what it printed; that command, run, shows the task's error.
+    const deployment = sb.readState().jobs['cedra-storefront'].deployments[1]
+    const canary = deployment.TaskGroups.storefront.PlacedCanaries[0]
+    expect(r.stdout).toContain(`The allocation that failed it: ${canary.slice(0, 8)} (task storefront, last event: `)
+    const logs = r.stdout.match(/^ {2}(nomad alloc logs -stderr [0-9a-f]{8} storefront) /m)![1]
+    const printed = execFileSync(path.join(sb.bin, 'nomad'), logs.split(' ').slice(1), { env: { ...process.env, STUB_STATE: sb.state, NOMAD_ADDR: 'http://127.0.0.1:4646' }, encoding: 'utf8' })
+    expect(printed).toMatch(/^Error: /m)
   })
 
   it('--timeout bounds the wait: exit 1, and the deployment goes on in Nomad', async () => {

@@ -95,6 +95,11 @@ describe('deploys: job, version, deployment, image and commit, and the outcome t
     const result = await jsonResult(r.stdout)
     expect(result).toMatchObject({ outcome: 'failed', exitCode: 1, job: 'agent-economique', version: 1, acted: true })
     expect(result.message).toContain('Failed due to unhealthy allocations')
+    // The allocation that failed it, by its deployment health (not any allocation of the job), and its logs.
+    const alloc = sb.readState().jobs['agent-economique'].allocs.find((a: any) => a.JobVersion === 1 && a.DeploymentStatus?.Healthy === false)
+    expect(result.allocation).toEqual({ id: alloc.ID, task: 'agent', event: 'Exit Code: 1', logs: `nomad alloc logs -stderr ${alloc.ID.slice(0, 8)} agent` })
+    expect(result.next).toEqual([`nomad alloc logs -stderr ${alloc.ID.slice(0, 8)} agent`, `nomad alloc status ${alloc.ID.slice(0, 8)}`])
+    expect(r.stderr).toContain(`The allocation that failed it: ${alloc.ID.slice(0, 8)} (task agent, last event: Exit Code: 1)`)
   })
 
   it('--timeout reached: outcome timeout, exit 1', async () => {

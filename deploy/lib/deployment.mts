@@ -91,7 +91,8 @@ export async function versionAfter(nomad: Nomad, job: string, index: number): Pr
   return versions.filter((v) => v.JobModifyIndex > index).sort((a, b) => a.Version - b.Version)[0]?.Version
 }
 
-export type Outcome = { outcome: 'successful' | 'canary' | 'failed' | 'timeout' | 'none'; line: string; deployment?: string }
+export type Outcome = { outcome: 'successful' | 'canary' | 'failed' | 'timeout' | 'none'; line: string; deployment?: string; allocation?: Allocation }
+type Allocation = { id: string; task: string; event?: string }
 
 /**
  * Follow the deployment of a job version until it succeeds, fails, or waits for promotion.
@@ -132,7 +133,8 @@ export async function followDeployment(nomad: Nomad, job: string, version: numbe
         const line = `${job} version ${version}: deployment ${id} ${d.Status}: ${d.StatusDescription}`
         // auto_revert: Nomad registers the last stable version again as a new one; follow that too.
         const back = d.StatusDescription.match(/rolling back to job version (\d+)/)
-        return { outcome: 'failed', line: back ? `${line}; ${await followRollback(nomad, job, version, Number(back[1]), deadline, every)}` : line, deployment: d.ID }
+        const allocation = await unhealthyAllocation(nomad, job, version)
+        return { outcome: 'failed', line: back ? `${line}; ${await followRollback(nomad, job, version, Number(back[1]), deadline, every)}` : line, deployment: d.ID, allocation }
       }
       const waiting = groups.filter((g) => g.DesiredCanaries > 0 && !g.Promoted)
       if (d.Status === 'running' && !auto && waiting.length && waiting.every((g) => g.HealthyAllocs >= g.DesiredCanaries))
@@ -142,6 +144,34 @@ export async function followDeployment(nomad: Nomad, job: string, version: numbe
       return { outcome: 'timeout', line: `${job} version ${version}: deployment ${d?.JobVersion === version ? `${d.ID.slice(0, 8)} still ${d.Status}` : 'not started'} after ${timeoutSeconds}s (--timeout); it goes on in Nomad`, deployment: d?.ID }
     await new Promise((r) => setTimeout(r, every))
   }
+}
+
+/**
+ * The allocation that made the deployment of `version` fail: one its deployment found unhealthy
+ * (DeploymentStatus.Healthy false; api.AllocationListStub has no DeploymentID, api/allocations.go@v2.0.5
+ * and @v1.6.10), newest first as `job allocs` lists them; its failing task (failed, or restarted) and
+ * last event. Undefined when none is found or the read fails: the outcome line stands without it.
+ */
+async function unhealthyAllocation(nomad: Nomad, job: string, version: number): Promise<Allocation | undefined> {
+  const out = await nomad.$`nomad job allocs -json ${job}`
+  if (!out.ok) return undefined
+  type Stub = { ID: string; JobVersion: number; DeploymentStatus?: { Healthy?: boolean | null } | null
+    TaskStates?: Record<string, { Failed?: boolean; Restarts?: number; Events?: { Type?: string; DisplayMessage?: string }[] | null }> | null }
+  let list: Stub[]
+  try {
+    list = JSON.parse(out.stdout) ?? []
+  } catch {
+    return undefined
+  }
+  const a = list.find((x) => x.JobVersion === version && x.DeploymentStatus?.Healthy === false)
+  if (!a) return undefined
+  const tasks = Object.entries(a.TaskStates ?? {})
+  const [task, state] = tasks.find(([, t]) => t.Failed || (t.Restarts ?? 0) > 0) ?? tasks[0] ?? ['<task>', undefined]
+  // The last event that says why (an exit code, a template waiting for Vault...), not the routine ones
+  // (nomad/structs/structs.go@v2.0.5 TaskEvent types).
+  const routine = ['Received', 'Task Setup', 'Started', 'Killing', 'Killed', 'Restarting', 'Restart Signaled', 'Signaling', 'Downloading Artifacts', 'Leader Task Dead']
+  const why = (state?.Events ?? []).filter((e) => e.DisplayMessage && !routine.includes(e.Type ?? '')).at(-1)
+  return { id: a.ID, task, event: why?.DisplayMessage }
 }
 
 /** Follow the rollback Nomad started after `version` failed, to its end or the deadline: one clause. */
@@ -165,21 +195,31 @@ async function followRollback(nomad: Nomad, job: string, version: number, target
 export async function deployPlanned(nomad: Nomad, plan: Plan, timeoutSeconds: number): Promise<Outcome> {
   if (plan.unchanged) {
     console.log(`${plan.job} is already up to date (the plan shows no change): nothing was run`)
-    return reportOutcome({ outcome: 'none', line: `${plan.job} already up to date (the plan shows no change): nothing was run` })
+    return reportOutcome({ outcome: 'none', line: `${plan.job} already up to date (the plan shows no change): nothing was run` }, { quiet: true })
   }
   step(`Run ${plan.job} (check-index ${plan.index})`)
   const version = await runJob(nomad, plan)
   step(`Follow the deployment of ${plan.job} version ${version}`)
   const result = reportOutcome(await followDeployment(nomad, plan.job, version, timeoutSeconds))
-  console.log(result.line)
   if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
   return result
 }
 
-/** The deployment's outcome in the --json result: canary-waiting is told apart from deployed (both exit 0). */
-export function reportOutcome(result: Outcome): Outcome {
+/**
+ * The deployment's outcome: its line on stdout (and the allocation that failed it, with the commands
+ * for its events and logs), and in the --json result, where canary-waiting is told apart from deployed
+ * (both exit 0).
+ */
+export function reportOutcome(result: Outcome, { quiet = false } = {}): Outcome {
   const outcome = ({ successful: 'deployed', canary: 'canary-waiting', failed: 'failed', timeout: 'timeout', none: 'unchanged' } as const)[result.outcome]
-  report({ outcome, message: result.line, ...(result.deployment ? { deployment: result.deployment } : {}) })
+  const a = result.allocation
+  const logs = a && `nomad alloc logs -stderr ${a.id.slice(0, 8)} ${a.task}`
+  report({ outcome, message: result.line, ...(result.deployment ? { deployment: result.deployment } : {}), ...(a ? { allocation: { id: a.id, task: a.task, ...(a.event ? { event: a.event } : {}), logs: logs! }, next: [logs!, `nomad alloc status ${a.id.slice(0, 8)}`] } : {}) })
+  if (quiet) return result
+  console.log(result.line)
+  if (a) console.log(`The allocation that failed it: ${a.id.slice(0, 8)} (task ${a.task}${a.event ? `, last event: ${a.event}` : ''})
+  nomad alloc status ${a.id.slice(0, 8)}     (its events)
+  ${logs}     (what the task printed)`)
   return result
 }
 

@@ -31,7 +31,7 @@ export type Fields = {
   vaultPath?: string
   variable?: string
   next?: string[]
-  allocation?: { id: string; task?: string; logs?: string }
+  allocation?: { id: string; task?: string; event?: string; logs?: string }
   jobs?: unknown[]
 }
 
