@@ -19,15 +19,22 @@
 //   deployment stops its unpromoted canaries; a newer deployment stops the unpromoted canaries of
 //   the older one. Stopped allocations keep their place in the list (DesiredStatus "stop",
 //   ClientStatus "complete", or "failed" for one that had failed): Nomad lists them until GC.
-// Simplifications: one node (node-1); every group runs all the job's tasks; a rolling update
-// replaces all old allocations at once (no max_parallel); no rescheduling, no GC, no job purge
-// (so `job allocs -all` lists the same as without it).
+// - each allocation goes to a node the scheduler finds feasible (nomad-nodes.mjs evaluation: ready,
+//   eligible, in the job's datacenters and pool, constraints, drivers, host volumes). An in-place
+//   update stays on its node if that node still fits the new version, else it is a destructive
+//   update. A destructive update whose replacement finds no node leaves the old allocation running
+//   (scheduler/generic_sched.go@v2.0.5 computePlacements: the stop is backed out, plan.PopUpdate).
+//   What cannot be placed leaves the deployment blocked (d.stub.blocked): each status read tries
+//   again (fill), as Nomad's blocked evaluation does when a node or a volume changes.
+// Simplifications: every group runs all the job's tasks; a rolling update replaces all old
+// allocations at once (no max_parallel); no rescheduling, no GC, no job purge (so `job allocs -all`
+// lists the same as without it); no migration off a draining node.
 //
 // Knob in the state file: failureLog: "text" — what a failing task writes to stderr on each run
 // (default: an "Error: cannot connect to valkey ..." line).
 import { randomUUID } from 'node:crypto'
+import { evaluation } from './nomad-nodes.mjs'
 
-const NODE_ID = '4f3c2b1a-7d6e-4c5b-9a8f-0e1d2c3b4a59' // `node status` shows 4f3c2b1a for node-1
 const ZERO = '0001-01-01T00:00:00Z' // a zero time.Time, as Go encodes it
 // scheduler/structs/const.go@v2.0.5 (scheduler/generic_sched.go@v1.6.10 allocNotNeeded, allocUpdating).
 const NOT_NEEDED = 'alloc not needed due to job update'
@@ -36,7 +43,7 @@ const TERMINAL = ['complete', 'failed', 'lost']
 const DEFAULT_FAILURE = 'Error: cannot connect to valkey at 127.0.0.1:6379: dial tcp 127.0.0.1:6379: connect: connection refused'
 
 /** The allocation model and commands, over the double's state and helpers (see nomad.mjs). */
-export function allocations({ state, cli, flags, args, die, out, hint, findJob }) {
+export function allocations({ state, cli, flags, args, die, out, hint, findJob, version }) {
   const nowNs = () => Date.now() * 1e6
   const iso = () => new Date().toISOString()
   const allocsOf = (j) => (j.allocs ??= [])
@@ -78,9 +85,9 @@ export function allocations({ state, cli, flags, args, die, out, hint, findJob }
 
   // ----- placement (the scheduler) --------------------------------------------------------------
 
-  function create(j, d, v, group, nameIndex, { index, evalID, canary = false, previous }) {
+  function create(j, d, v, group, nameIndex, { index, evalID, canary = false, previous, node }) {
     const a = {
-      ID: randomUUID(), Namespace: 'default', EvalID: evalID, Name: `${d.JobID}.${group}[${nameIndex}]`, NodeID: NODE_ID, NodeName: 'node-1', JobID: d.JobID, JobVersion: d.JobVersion, TaskGroup: group,
+      ID: randomUUID(), Namespace: 'default', EvalID: evalID, Name: `${d.JobID}.${group}[${nameIndex}]`, NodeID: node.ID, NodeName: node.Name, JobID: d.JobID, JobVersion: d.JobVersion, TaskGroup: group,
       DesiredStatus: 'run', DesiredDescription: '', ClientStatus: 'pending', ClientDescription: '',
       // No task states until the client has the allocation.
       TaskStates: null, DeploymentID: d.ID,
@@ -88,7 +95,7 @@ export function allocations({ state, cli, flags, args, die, out, hint, findJob }
       DeploymentStatus: canary ? { Healthy: null, Timestamp: ZERO, Canary: true, ModifyIndex: 0 } : null,
       FollowupEvalID: '', PreviousAllocation: previous?.ID ?? '', NextAllocation: '', PreemptedAllocations: null, PreemptedByAllocation: '',
       CreateIndex: index, ModifyIndex: index, AllocModifyIndex: index, CreateTime: nowNs(), ModifyTime: nowNs(),
-      stub: { key: v.key, tasks: v.tasks ?? [v.task ?? 'main'], image: v.image, restart: v.restart, secret: v.secret, count: v.count },
+      stub: { key: v.key, tasks: v.tasks ?? [v.task ?? 'main'], image: v.image, restart: v.restart, secret: v.secret, count: v.count, volumes: (v.sched?.groups[group]?.volumes ?? []).map((x) => x.source) },
     }
     // nomad/state/state_store.go@v2.0.5 L4383-4390: the replaced allocation names its replacement.
     if (previous) Object.assign(previous, { NextAllocation: a.ID, ModifyIndex: index })
@@ -122,50 +129,118 @@ export function allocations({ state, cli, flags, args, die, out, hint, findJob }
     return i
   }
 
-  /** The allocations a new deployment `d` of version record `v` places (nomad.mjs register()). */
+  /** A scheduler evaluation for the job: its allocations that run are the proposed ones. */
+  const NO_SPEC = { datacenters: ['*'], nodePool: 'default', constraints: [], groups: {} }
+  const newEval = (j, v) => evaluation({ state: state(), version, spec: v.sched ?? NO_SPEC, proposed: allocsOf(j).filter(live) })
+
+  /**
+   * The allocations a new deployment `d` of version record `v` places (nomad.mjs register()):
+   * unpromoted canaries of an older deployment stopped; what is beyond `count` stopped; an
+   * allocation of the same specification (or any, with the `inplace` knob) updated in place if its
+   * node still fits; then fill(). Returns the failures per group (api.AllocationMetric).
+   */
   function place(j, d, v) {
     const index = ++state().index
     const evalID = randomUUID()
+    const ev = newEval(j, v)
     for (const g of v.groups) {
       const tg = d.TaskGroups[g]
       const current = allocsOf(j).filter((a) => a.TaskGroup === g && live(a))
       // scheduler/reconcile.go@v1.6.10 cancelUnneededCanaries (L650-672; scheduler/reconciler/reconcile_cluster.go@v2.0.5):
       // the canaries of an older deployment that were never promoted are stopped.
-      for (const a of current.filter(isCanary)) stop(a, NOT_NEEDED, index)
-      const running = current.filter((a) => !isCanary(a))
-      if (tg.DesiredCanaries > 0) {
-        // The deployment lists its canaries' allocation IDs (api.DeploymentState PlacedCanaries).
-        const names = running.map(nameIndex)
-        tg.PlacedCanaries = Array.from({ length: tg.DesiredCanaries }, (_, i) => create(j, d, v, g, names[i] ?? i, { index, evalID, canary: true }).ID)
-        continue
-      }
+      for (const a of current.filter(isCanary)) { stop(a, NOT_NEEDED, index); ev.release(a) }
+      if (tg.DesiredCanaries > 0) continue
       let kept = 0
-      for (const a of running) {
-        if (kept >= v.count) stop(a, NOT_NEEDED, index)
-        else if (a.stub.key === v.key || state().inplace) { inPlace(a, d, v, index, evalID); kept++ }
-        else { stop(a, UPDATING, index); create(j, d, v, g, nameIndex(a), { index, evalID, previous: a }); kept++ }
+      for (const a of current.filter((x) => !isCanary(x))) {
+        if (kept >= v.count) { stop(a, NOT_NEEDED, index); ev.release(a); continue }
+        // scheduler/generic_sched.go@v2.0.5 inplaceUpdate: the same node, if it still fits; else a destructive update (fill).
+        ev.release(a)
+        if ((a.stub.key === v.key || state().inplace) && ev.fits(g, a.NodeID)) inPlace(a, d, v, index, evalID)
+        ev.propose(a)
+        kept++
       }
-      for (; kept < v.count; kept++) create(j, d, v, g, freeIndex(j, g), { index, evalID })
     }
+    return fill(j, d, v, ev, index, evalID)
   }
 
-  /** Promotion (nomad/state/state_store.go@v2.0.5 L5115-5120, @v1.6.10 L4990-4995): canaries lose Canary; the old allocations are stopped, the rest of `count` placed. */
+  /**
+   * What the deployment still lacks, placed if a node takes it: its canaries (before promotion),
+   * else `count` allocations of its version, each older one replaced (stopped only when its
+   * replacement has a node). Sets or clears d.stub.blocked; returns the failures per group.
+   */
+  function fill(j, d, v, ev = newEval(j, v), index = ++state().index, evalID = randomUUID()) {
+    for (const g of v.groups) {
+      const tg = d.TaskGroups[g]
+      const canaries = tg.DesiredCanaries > 0 && !tg.Promoted
+      const liveOf = (a) => a.TaskGroup === g && live(a)
+      const mine = allocsOf(j).filter((a) => liveOf(a) && a.DeploymentID === d.ID)
+      const old = allocsOf(j).filter((a) => liveOf(a) && a.DeploymentID !== d.ID && !isCanary(a))
+      const names = old.map(nameIndex)
+      for (let k = mine.length; k < (canaries ? tg.DesiredCanaries : v.count); k++) {
+        if (canaries) {
+          // The deployment lists its canaries' allocation IDs (api.DeploymentState PlacedCanaries).
+          const node = ev.select(g)
+          if (node) { const a = create(j, d, v, g, names[k] ?? k, { index, evalID, canary: true, node }); ev.propose(a); (tg.PlacedCanaries ??= []).push(a.ID) }
+          continue
+        }
+        const previous = old.shift()
+        if (previous) ev.release(previous)
+        const node = ev.select(g)
+        if (!node) { if (previous) ev.propose(previous); continue }
+        if (previous) stop(previous, UPDATING, index)
+        ev.propose(create(j, d, v, g, previous ? nameIndex(previous) : freeIndex(j, g), { index, evalID, previous, node }))
+      }
+    }
+    if (Object.keys(ev.failures).length) d.stub.blocked = true
+    else delete d.stub.blocked
+    return ev.failures
+  }
+
+  /** The blocked evaluation runs again: true when the deployment now has all it needs. */
+  function unblock(d) {
+    const j = state().jobs[d.JobID]
+    fill(j, d, j.versions[d.JobVersion])
+    for (const [g, tg] of Object.entries(d.TaskGroups)) tg.PlacedAllocs = ofDeployment(d).filter((a) => a.TaskGroup === g).length
+    return !d.stub.blocked
+  }
+
+  /**
+   * What the scheduler would do, without doing it (the plan's dry run): `v` a version record (or
+   * what the job file would register), `d` the deployment it would create, or the latest one to fill.
+   */
+  function dryRun(j, v, d, { fillOnly = false } = {}) {
+    const saved = state().index
+    const jc = structuredClone(j ?? { allocs: [] })
+    const dc = structuredClone(d)
+    const failures = fillOnly ? fill(jc, dc, v) : place(jc, dc, v)
+    state().index = saved
+    return failures
+  }
+
+  /**
+   * Promotion (nomad/state/state_store.go@v2.0.5 L5115-5120, @v1.6.10 L4990-4995): canaries lose
+   * Canary; the old allocations beyond what `count` still needs are stopped, the others replaced (fill).
+   */
   function promoted(d) {
     const j = state().jobs[d.JobID]
     const v = j.versions[d.JobVersion]
     const index = ++state().index
     const evalID = randomUUID()
+    const ev = newEval(j, v)
+    let any = false
     for (const [g, tg] of Object.entries(d.TaskGroups)) {
       if (!tg.Promoted || !tg.DesiredCanaries) continue
+      any = true
       for (const a of ofDeployment(d).filter((x) => x.TaskGroup === g && isCanary(x))) { a.DeploymentStatus.Canary = false; a.DeploymentStatus.ModifyIndex = index; bump(a, index) }
-      const old = allocsOf(j).filter((a) => a.TaskGroup === g && live(a) && a.DeploymentID !== d.ID)
       // The canaries count toward `count`: that many old ones are no longer needed, the others are replaced.
-      old.forEach((a, i) => {
-        if (i < v.count - tg.DesiredCanaries) { stop(a, UPDATING, index); create(j, d, v, g, nameIndex(a), { index, evalID, previous: a }) }
-        else stop(a, NOT_NEEDED, index)
-      })
+      const old = allocsOf(j).filter((a) => a.TaskGroup === g && live(a) && a.DeploymentID !== d.ID)
+      for (const a of old.slice(Math.max(0, v.count - tg.DesiredCanaries))) { stop(a, NOT_NEEDED, index); ev.release(a) }
     }
+    if (any) fill(j, d, v, ev, index, evalID)
   }
+
+  /** Every allocation on a node, newest first (api/nodes.go@v2.0.5 Allocations). */
+  const onNode = (nodeID) => sorted(Object.values(state().jobs).flatMap((j) => allocsOf(j)).filter((a) => a.NodeID === nodeID))
 
   // ----- what the client reports, one status read at a time ------------------------------------
 
@@ -454,7 +529,7 @@ export function allocations({ state, cli, flags, args, die, out, hint, findJob }
     return lines.map((l) => l + '\n').join('')
   }
 
-  return { place, progress, healthy, failed, promoted, jobAllocs, allocStatus, allocLogs }
+  return { place, fill, unblock, dryRun, onNode, listStub, progress, healthy, failed, promoted, jobAllocs, allocStatus, allocLogs }
 }
 
 // ----- formatting helpers -------------------------------------------------------------------------

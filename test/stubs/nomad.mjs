@@ -36,14 +36,22 @@
 //   consulACL: true — (1.10+) Consul ACLs on: a template that reads Consul gets nothing without a
 //            consul block in its group or task (#25298)
 //   failureLog: "text" — what a failing task writes to stderr (test/stubs/nomad-allocs.mjs)
+//   nodes, hostVolumes, volumeReadyAfter, namespaces — the clients and dynamic host volumes
+//            (test/stubs/nomad-nodes.mjs; default: one node, node-1, that can run everything)
 // Allocations (placed by deployments; `job allocs`, `alloc status`, `alloc logs`): nomad-allocs.mjs.
+// Nodes, the scheduler's choice of a node, `node status`, `volume register`, `volume status`: nomad-nodes.mjs.
+// A job no node can take: the plan says "Failed to place"; `job run` registers it and its deployment
+// stays "running" with nothing placed (its evaluation is blocked; Nomad starts no progress deadline
+// before a first placement: nomad/state/state_store.go@v2.0.5 L6022-6033); each status read tries
+// again, as the blocked evaluation does when a node or a volume changes.
 // Like the server, the double applies one call at a time: a call takes a lock file before it reads
 // the state it acts on (after any barrier or hang) and writes it back atomically (rename).
 import { createHash, randomUUID } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
-import { barrier, err, hang, lock, logCall, out, readState, slowDown, writeState } from './common.mjs'
+import { barrier, err, hang, lock, logCall, out, readState, slowDown, unlock, writeState } from './common.mjs'
 import { allocations } from './nomad-allocs.mjs'
+import { dryRunLines, evalExpr, evaluation, fingerprintVolumes, hclItems, metricsLines, nodeCommands, placementSpec } from './nomad-nodes.mjs'
 
 const load = () => readState('nomad', (s) => {
   s.index ??= 10
@@ -69,6 +77,7 @@ logCall('nomad', argv, ['NOMAD_ADDR', 'NOMAD_TOKEN', 'NOMAD_CACERT', 'NOMAD_CLIE
   'NOMAD_TLS_SERVER_NAME', 'NOMAD_NAMESPACE', 'NOMAD_REGION', 'VAULT_TOKEN', 'CONSUL_HTTP_TOKEN'], stdin)
 
 const die = (msg, code = 1) => { err(msg); process.exit(code) }
+let blockedMonitor = false
 
 const GLOBAL = { address: 1, token: 1, region: 1, namespace: 1, 'ca-cert': 1, 'ca-path': 1, 'client-cert': 1, 'client-key': 1, 'tls-server-name': 1, 'tls-skip-verify': 0, insecure: 0, 'no-color': 0, 'force-color': 0 }
 // Flags per CLI version: -vault-token / -consul-token leave run, plan and validate in 1.10.0, and
@@ -88,7 +97,12 @@ const COMMANDS = {
   'job deployments': { json: 0, t: 1, latest: 0, verbose: 0, all: 0 },
   // -ui: 1.10.0 (command/deployment_status.go@v1.10.0, command/alloc_status.go@v1.10.0).
   'deployment status': { verbose: 0, json: 0, monitor: 0, wait: 1, t: 1, ...(cli('1.10') ? { ui: 0 } : {}) },
-  'node status': { short: 0, os: 0, quiet: 0, verbose: 0, allocs: 0, self: 0, stats: 0, json: 0, t: 1, filter: 1 },
+  // command/node_status.go: the same flags at v1.6.10 and v1.9.7; -ui from 1.10.0.
+  'node status': { short: 0, os: 0, quiet: 0, verbose: 0, allocs: 0, self: 0, stats: 0, json: 0, t: 1, filter: 1, 'per-page': 1, 'page-token': 1, ...(cli('1.10') ? { ui: 0 } : {}) },
+  // command/volume_register.go: no flag of its own at v1.9.7 (and v1.6.10); -id and -policy-override from 1.10.0.
+  'volume register': cli('1.10') ? { id: 1, 'policy-override': 0 } : {},
+  // command/volume_status.go: -type, -short, -verbose, -json, -t at v1.6.10 and v1.9.7; -node and -node-pool from 1.10.0.
+  'volume status': { type: 1, short: 0, verbose: 0, json: 0, t: 1, ...(cli('1.10') ? { node: 1, 'node-pool': 1 } : {}) },
   // command/job_allocs.go: the same four flags at v1.6.10, v1.9.7, v1.10.5, v2.0.5.
   'job allocs': { all: 0, json: 0, t: 1, verbose: 0 },
   'alloc status': { short: 0, verbose: 0, stats: 0, json: 0, t: 1, ...(cli('1.10') ? { ui: 0 } : {}) },
@@ -108,29 +122,38 @@ const spec = COMMANDS[cmd]
 if (!spec) die(`Unknown command: ${argv.join(' ')} (not in this test double)`, 127)
 const errCode = cmd === 'job plan' ? 255 : 1
 const { flags, args } = parseFlags(argv.slice(2), { ...GLOBAL, ...spec })
-const allocs = allocations({ state: () => state, cli, flags, args, die, out, hint, findJob })
+const allocs = allocations({ state: () => state, cli, flags, args, die, out, hint, findJob, version: VERSION })
+const nodes = nodeCommands({ state: () => state, version: VERSION, cli, server, flags, args, die, out, err, hint, stdin, addr: process.env.NOMAD_ADDR ?? 'http://127.0.0.1:4646',
+  readFile: (f) => readFileSync(f, 'utf8'), nowNs: () => Date.now() * 1e6, nextIndex: () => ++state.index, uuid: randomUUID,
+  allocsOf: (nodeID) => allocs.onNode(nodeID), allocStub: (a) => allocs.listStub(a) })
+// The node and volume commands print their API errors as the real CLI does (command/node_status.go, volume_*.go@v2.0.5).
+const NEW_API = ['node status', 'volume register', 'volume status']
 
 // Connection: the real CLI fails on every API call when it cannot talk to the server.
 const addr = process.env.NOMAD_ADDR ?? 'http://127.0.0.1:4646'
-const api = `${addr}/v1/${cmd.replace(' ', '/')}`
+const api = `${addr}/v1/${{ 'node status': args.length || flags.self ? 'nodes?prefix=' + (args[0] ?? '') : 'nodes', 'volume register': 'volume/host/register', 'volume status': 'volumes?type=host' }[cmd] ?? cmd.replace(' ', '/')}`
+const method = cmd === 'volume register' ? 'Put' : 'Get'
 await barrier('nomad', cmd, state.barrier?.[cmd])
 await slowDown(cmd, state.slow?.[cmd])
 if (state.mode === 'hang') await hang()
 lock('nomad')
 state = load()
-if (state.mode === 'unreachable') die(`Error: ${errPrefix()}: Get "${api}": dial tcp 10.9.8.7:4646: connect: connection refused`, errCode)
+const lead = NEW_API.includes(cmd) ? '' : 'Error: '
+if (state.mode === 'unreachable') die(`${lead}${errPrefix()}: ${method} "${api}": dial tcp 10.9.8.7:4646: connect: connection refused`, errCode)
 // api/api.go: NOMAD_SKIP_VERIFY turns verification off (the kit must never let it).
 const skipVerify = /^(1|t|T|true|TRUE|True)$/.test(process.env.NOMAD_SKIP_VERIFY ?? '')
 if (addr.startsWith('https://') && !skipVerify && !(process.env.NOMAD_CACERT && existsSync(process.env.NOMAD_CACERT)))
-  die(`Error: ${errPrefix()}: Get "${api}": tls: failed to verify certificate: x509: certificate signed by unknown authority`, errCode)
+  die(`${lead}${errPrefix()}: ${method} "${api}": tls: failed to verify certificate: x509: certificate signed by unknown authority`, errCode)
 if (state.mode === 'forbidden' || (state.token && process.env.NOMAD_TOKEN !== state.token)) {
   // api/variables.go: Variables.Read reports a 403 as not found up to 1.11.1; from 1.11.2 it is an error.
   if (cmd === 'var get' && !cli('1.11.2')) die('Variable not found')
-  die(`Error: ${errPrefix()}: Unexpected response code: 403 (Permission denied)`, errCode)
+  die(`${lead}${errPrefix()}: Unexpected response code: 403 (Permission denied)`, errCode)
 }
 if (state.fail?.includes(cmd)) die(`${errPrefix()}: Unexpected response code: 500 (No cluster leader)`, errCode)
 // nomad/status_endpoint.go@v2.0.5 Members: node:read (ACL) needed.
 if (cmd === 'server members' && state.nodeRead === false) die('Error querying servers: Unexpected response code: 403 (Permission denied)')
+// nomad/node_endpoint.go@v2.0.5 List / GetNode: node:read too.
+if (cmd === 'node status' && state.nodeRead === false) die(`${errPrefix()}: Unexpected response code: 403 (Permission denied)`)
 
 switch (cmd) {
   case 'job plan': plan(); break
@@ -144,7 +167,9 @@ switch (cmd) {
   case 'job revert': revert(); break
   case 'deployment status': deploymentStatus(); break
   case 'server members': members(); break
-  case 'node status': out('ID        Node Pool  DC   Name    Class   Drain  Eligibility  Status\n4f3c2b1a  default    dc1  node-1  <none>  false  eligible     ready'); break
+  case 'node status': nodes.nodeStatus(); break
+  case 'volume register': nodes.volumeRegister(); break
+  case 'volume status': nodes.volumeStatus(); break
   case 'job allocs': allocs.jobAllocs(); break
   case 'alloc status': allocs.allocStatus(); break
   case 'alloc logs': allocs.allocLogs(); break
@@ -152,7 +177,13 @@ switch (cmd) {
   case 'var put': varPut(); break
   case 'var list': out(JSON.stringify(Object.values(state.vars).map(({ Items, ...meta }) => meta), null, 2)); break
 }
+fingerprintVolumes(state)
 save()
+if (blockedMonitor) {
+  // An attached `job run` monitors a deployment that never ends (command/monitor.go@v2.0.5 L288-303): it waits, as the real CLI does.
+  unlock('nomad')
+  await hang()
+}
 
 // ------------------------------------------------------------------------------------------------
 
@@ -228,7 +259,10 @@ function errPrefix() {
     'job inspect': 'Error inspecting job', 'job deployments': 'Error retrieving deployments', 'job history': 'Error retrieving job versions',
     'job promote': 'Error retrieving job', 'job revert': 'Error retrieving job versions',
     // command/job_allocs.go@v2.0.5 reads the job first (2.0.3+), @v1.6.10 the allocations only.
-    'job allocs': cli('2.0.3') ? 'Error querying job' : 'Error retrieving allocations', 'alloc status': 'Error querying allocation', 'alloc logs': 'Error querying allocation' }[cmd] ?? 'Error querying'
+    'job allocs': cli('2.0.3') ? 'Error querying job' : 'Error retrieving allocations', 'alloc status': 'Error querying allocation', 'alloc logs': 'Error querying allocation',
+    // command/node_status.go@v2.0.5 (the same at v1.6.10); command/volume_register_host.go, volume_status_host.go@v2.0.5 and volume_status_csi.go@v1.9.7.
+    'node status': args.length || flags.self ? 'Error querying node info' : 'Error querying node status', 'volume register': 'Error registering volume',
+    'volume status': !cli('1.10') || flags.type === 'csi' ? 'Error querying volumes' : args.length ? 'Error listing host volumes: error querying volumes' : 'Error querying host volumes' }[cmd] ?? 'Error querying'
 }
 
 
@@ -263,7 +297,8 @@ function one(what) {
 function readStdinIfAny() {
   // Only the commands that take stdin read it; reading a TTY or an open pipe would block.
   const a = process.argv.slice(2)
-  if (!(a[0] === 'var' && a[1] === 'put' && (a.includes('-') || a.some((x) => /^[^-][^=]*=-$/.test(x))))) return undefined
+  const volume = a[0] === 'volume' && a[1] === 'register' && a.at(-1) === '-'
+  if (!volume && !(a[0] === 'var' && a[1] === 'put' && (a.includes('-') || a.some((x) => /^[^-][^=]*=-$/.test(x))))) return undefined
   try { return readFileSync(0, 'utf8') } catch { return '' }
 }
 
@@ -320,8 +355,18 @@ function parseJobFile(file) {
   const consulBlock = /^\s*consul\s*{/m.test(text)
   const templates = /^\s*template\s*{/m.test(text)
   const consulTemplate = /{{\s*range\s+service\s+"/.test(text)
+  // What the scheduler reads (nomad-nodes.mjs placementSpec): a variable typed list(...) given by
+  // -var or NOMAD_VAR_ is an HCL expression; others are strings; else the default's expression.
+  const typed = (k) => {
+    const items = hclItems(declared.get(k) ?? '')
+    const type = items.find((x) => x.kind === 'attr' && x.name === 'type')?.expr ?? 'string'
+    if (k in vars) return /^(list|set|tuple)\b/.test(type) ? evalExpr(vars[k], () => undefined) : vars[k]
+    const d = items.find((x) => x.kind === 'attr' && x.name === 'default')
+    return d ? evalExpr(d.expr, () => undefined) : undefined
+  }
+  const sched = placementSpec(text, file, typed, (m) => die(m.startsWith('test double') ? m : `Error getting job struct: Error parsing job file from ${file}:\n${m}`, errCode))
   return { name: job[1], vars, groups: groups.length ? groups : ['main'], canary, count, autoPromote, autoRevert, image, key, text, vault, task, consulBlock, templates, consulTemplate,
-    tasks: tasks.length ? tasks : [task], restart, secret }
+    tasks: tasks.length ? tasks : [task], restart, secret, sched }
 }
 
 /**
@@ -361,10 +406,17 @@ function plan() {
   else { marker = '+/- '; exit = 1; updates = job.canary ? `${job.canary} canary, ${job.count} ignore` : `${job.count} create/destroy update` }
   const lines = [`${marker}Job: "${job.name}"`]
   for (const g of job.groups) lines.push(`${marker}Task Group: "${g}" (${updates})`)
-  // placement: "<constraint>" — the scheduler cannot place the job (e.g. "missing compatible host volumes").
-  if (state.placement) lines.push('', 'Scheduler dry-run:', '- WARNING: Failed to place all allocations.',
-    ...job.groups.map((g) => `  Task Group "${g}" (failed to place ${job.count} allocation${job.count > 1 ? 's' : ''}):\n    * Constraint "${state.placement}": 1 nodes excluded by filter`), '')
-  else lines.push('', 'Scheduler dry-run:', '- All tasks successfully allocated.', '')
+  // command/meta.go@v2.0.5 SetupUi: colour when stdout is a terminal or NOMAD_CLI_FORCE_COLOR is set
+  // (any non-empty value), unless NOMAD_CLI_NO_COLOR is (it wins); the diff is then in ANSI bold/colours.
+  const colour = Boolean(process.env.NOMAD_CLI_FORCE_COLOR) && !process.env.NOMAD_CLI_NO_COLOR
+  // The scheduler's dry run (nomad-allocs.mjs dryRun over nomad-nodes.mjs): what the run would place, and what it could not.
+  const failures = planFailures(job, cur)
+  // placement: "<constraint>" — an override: every group fails on that one constraint, on every node the job could use.
+  if (state.placement) {
+    const evaluated = Math.max(1, evaluation({ state, version: VERSION, spec: job.sched ?? { datacenters: ['*'], nodePool: 'default', constraints: [], groups: {} } }).candidates().length)
+    for (const g of job.groups) failures[g] = { NodesEvaluated: evaluated, NodesAvailable: {}, ClassFiltered: {}, ConstraintFiltered: { [state.placement]: evaluated }, NodesExhausted: 0, CoalescedFailures: job.count - 1 }
+  }
+  lines.push('', 'Scheduler dry-run:', ...dryRunLines(failures, colour), '')
   // command/job_plan.go@v1.9.7 L318-322: server warnings on stdout after the dry-run (helper/warning.go format).
   if (warnings.length) lines.push(`Job Warnings:\n${warningText(warnings)}`, '')
   const runArgs = (flags.var ?? []).map((v) => `-var=${JSON.stringify(v)} `).join('')
@@ -372,12 +424,34 @@ function plan() {
     'To submit the job with version verification run:', '', `nomad job run -check-index ${existing ? existing.modifyIndex : 0} ${runArgs}${file}`, '',
     'When running the job with the check-index flag, the job will only be run if the', 'job modify index given matches the server-side version. If the index has',
     'changed, another user has modified the job and the plan\'s results are', 'potentially invalid.')
-  // command/meta.go@v2.0.5 SetupUi: colour when stdout is a terminal or NOMAD_CLI_FORCE_COLOR is set
-  // (any non-empty value), unless NOMAD_CLI_NO_COLOR is (it wins); the diff is then in ANSI bold/colours.
-  const colour = Boolean(process.env.NOMAD_CLI_FORCE_COLOR) && !process.env.NOMAD_CLI_NO_COLOR
   out(colour ? lines.map((l) => (l ? `\x1b[1m${l}\x1b[0m` : l)).join('\n') : lines.join('\n'))
   process.exitCode = exit
   if (state.raceAfterPlan) { delete state.raceAfterPlan; register(job.name, { ...job, key: 'someone-else' }) }
+}
+
+/** The version record a job file would register (for the plan's dry run). */
+function planVersion(job) {
+  return { key: job.key, count: job.count, groups: job.groups, sched: job.sched, tasks: job.tasks, task: job.task, image: job.image, restart: job.restart, secret: job.secret }
+}
+/** The deployment a registration would create (for the plan's dry run). */
+function planDeployment(job, canary, version) {
+  return { ID: 'plan', JobID: job.name, JobVersion: version, stub: {},
+    TaskGroups: Object.fromEntries(job.groups.map((g) => [g, { Promoted: false, DesiredCanaries: canary, DesiredTotal: job.count, PlacedCanaries: [] }])) }
+}
+/**
+ * What the scheduler could not place if this job file were run: a new or changed specification is
+ * placed as register() would (canaries for a changed one, as the plan's annotations say); an
+ * unchanged one places what its latest deployment still lacks.
+ */
+function planFailures(job, cur) {
+  const j = state.jobs[job.name]
+  if (cur && cur.key === job.key) {
+    const d = latestDeployment(job.name)
+    return d?.stub.blocked ? allocs.dryRun(j, j.versions[d.JobVersion], d, { fillOnly: true }) : {}
+  }
+  const stable = j && [...j.versions].reverse().find((v) => v.stable)
+  const canary = cur && stable?.key !== job.key ? job.canary : 0
+  return allocs.dryRun(j, planVersion(job), planDeployment(job, canary, j ? j.versions.length : 0))
 }
 
 /**
@@ -393,7 +467,7 @@ function register(name, job, extra = {}, { rollback = false } = {}) {
   j.versions.push({ version, key: job.key, text: job.text, vars: job.vars, canary: job.canary, count: job.count, groups: job.groups,
     autoPromote: job.autoPromote, autoRevert: job.autoRevert, image: job.image, submitTime: Date.now() * 1e6, stable: false,
     vault: job.vault, task: job.task, consulBlock: job.consulBlock, templates: job.templates, consulTemplate: job.consulTemplate,
-    tasks: job.tasks, restart: job.restart, secret: job.secret, ...extra })
+    tasks: job.tasks, restart: job.restart, secret: job.secret, sched: job.sched, ...extra })
   j.modifyIndex = ++state.index
   j.versions[version].jobModifyIndex = j.modifyIndex
   // Canaries are placed only when an earlier version runs (the first deployment has none).
@@ -414,7 +488,8 @@ function register(name, job, extra = {}, { rollback = false } = {}) {
     stub: { polls: 0, ending, problem },
   }
   j.deployments.push(d)
-  allocs.place(j, d, j.versions[version])
+  d.stub.failures = allocs.place(j, d, j.versions[version])
+  if (!d.stub.blocked) delete d.stub.failures
   return d
 }
 
@@ -442,9 +517,22 @@ function run() {
   if (state.raceAfterRun) { delete state.raceAfterRun; register(job.name, { ...job, key: 'someone-else-after-run' }) }
   if (warnings.length) out(`Job Warnings:\n${warningText(warnings)}\n`)
   hint('View this job in the Web UI', `jobs/${job.name}@default`)
+  // An unchanged specification: Job.Register still creates an evaluation, which places what is missing.
+  const latest = latestDeployment(job.name)
+  if (!d && latest?.Status === 'running' && latest.stub.blocked) allocs.unblock(latest)
   if (flags.detach) return detachedOutput()
   if (!d) return out(`==> 2024-01-01T00:00:00Z: Monitoring evaluation "${randomUUID().slice(0, 8)}"\n    Evaluation status changed: "pending" -> "complete"`)
-  out(`==> 2024-01-01T00:00:00Z: Monitoring evaluation "${randomUUID().slice(0, 8)}"\n==> 2024-01-01T00:00:00Z: Monitoring deployment "${d.ID.slice(0, 8)}"`)
+  const evalID = randomUUID().slice(0, 8)
+  if (d.stub.blocked) {
+    // command/monitor.go@v2.0.5 L244-270: the failures, the blocked evaluation; then the deployment, which does not end.
+    out([`==> 2024-01-01T00:00:00Z: Monitoring evaluation "${evalID}"`, `==> 2024-01-01T00:00:00Z: Evaluation "${evalID}" finished with status "complete" but failed to place all allocations:`,
+      ...Object.entries(d.stub.failures ?? {}).flatMap(([g, m]) => [`    2024-01-01T00:00:00Z: Task Group "${g}" (failed to place ${m.CoalescedFailures + 1} allocation${m.CoalescedFailures > 0 ? 's' : ''}):`, ...metricsLines(m, '      ', false)]),
+      `    2024-01-01T00:00:00Z: Evaluation "${randomUUID().slice(0, 8)}" waiting for additional capacity to place remainder`,
+      `==> 2024-01-01T00:00:00Z: Monitoring deployment "${d.ID.slice(0, 8)}"`].join('\n'))
+    blockedMonitor = true
+    return
+  }
+  out(`==> 2024-01-01T00:00:00Z: Monitoring evaluation "${evalID}"\n==> 2024-01-01T00:00:00Z: Monitoring deployment "${d.ID.slice(0, 8)}"`)
   while (d.Status === 'running' && !d.StatusDescription.includes('manual promotion')) advance(d)
   out(`    ID          = ${d.ID.slice(0, 8)}\n    Job Version = ${d.JobVersion}\n    Status      = ${d.Status}\n    Description = ${d.StatusDescription}`)
   if (d.Status === 'failed') process.exitCode = 1
@@ -453,6 +541,12 @@ function run() {
 /** One status read moves a running deployment along its scripted path. */
 function advance(d) {
   if (d.Status !== 'running') return
+  // A blocked deployment: the scheduler tries again; until all is placed, only what was placed starts (no progress deadline before a placement).
+  if (d.stub.blocked) {
+    if (!allocs.unblock(d)) return allocs.progress(d, d.stub.problem)
+    delete d.stub.failures
+    d.stub.polls = 0
+  }
   d.stub.polls++
   const groups = Object.values(d.TaskGroups)
   const canaryWait = groups.some((g) => g.DesiredCanaries > 0 && !g.Promoted)
