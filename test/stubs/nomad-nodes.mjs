@@ -472,7 +472,7 @@ export function evaluation({ state, version, spec, proposed = [] }) {
 /**
  * command/monitor.go@v2.0.5 formatAllocMetrics (L332-428; @v1.6.10 L323-370): the lines of one
  * group's failure. Go ranges over maps in random order; here, in the order the filters were met.
- * From 1.8 (command/monitor.go@v1.9.7) a "missing drivers" line is red when the output is coloured.
+ * From 1.11.2 (not at v1.11.1) a "missing drivers" line is red when the output is coloured (`colour`).
  */
 export function metricsLines(m, prefix, colour) {
   const out = []

@@ -416,7 +416,7 @@ function plan() {
     const evaluated = Math.max(1, evaluation({ state, version: VERSION, spec: job.sched ?? { datacenters: ['*'], nodePool: 'default', constraints: [], groups: {} } }).candidates().length)
     for (const g of job.groups) failures[g] = { NodesEvaluated: evaluated, NodesAvailable: {}, ClassFiltered: {}, ConstraintFiltered: { [state.placement]: evaluated }, NodesExhausted: 0, CoalescedFailures: job.count - 1 }
   }
-  lines.push('', 'Scheduler dry-run:', ...dryRunLines(failures, colour), '')
+  lines.push('', 'Scheduler dry-run:', ...dryRunLines(failures, colour && cli('1.11.2')), '')
   // command/job_plan.go@v1.9.7 L318-322: server warnings on stdout after the dry-run (helper/warning.go format).
   if (warnings.length) lines.push(`Job Warnings:\n${warningText(warnings)}`, '')
   const runArgs = (flags.var ?? []).map((v) => `-var=${JSON.stringify(v)} `).join('')
