@@ -29,7 +29,7 @@ import path from 'node:path'
 import { exit, EXIT, fail, refuse, root, shq, start, step } from './lib/env.mts'
 import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
 import { nomadConnection, nomadError, timeoutSeconds } from './lib/nomad.mts'
-import { hostVolumeBlock } from './lib/volume.mts'
+import { volumeReminder } from './lib/volume.mts'
 
 const JOB = 'arangodb-agent-economique'
 const FILE = path.join(root, 'jobs/arangodb.nomad')
@@ -76,8 +76,8 @@ const result = await deployPlanned(nomad, plan, timeout)
 
 // Report
 console.log(`
-The host volume "arangodb_data" must be declared on the client, once (deploy_arango_volume.mts creates the directory).
-${hostVolumeBlock('arangodb_data', dataDir)}
+Before the first deploy (one-time):
+${volumeReminder(nomad, 'arangodb_data', dataDir, 'deploy/deploy_arango_volume.mts')}
 
 Useful commands:
   nomad job status ${JOB}

@@ -1,11 +1,14 @@
 #!/usr/bin/env -S npx tsx
-// deploy_binary: build the Agent Economique Go binary for the server and upload it atomically over ssh.
+// deploy_binary: build the Agent Economique Go binary for the server(s) and upload it atomically over ssh.
 //
 // Usage: npx tsx deploy/deploy_binary.mts [--dry-run] [--env-file PATH]
 //
 // Builds the Go module in AGENT_SOURCE_DIR for AGENT_GOOS/AGENT_GOARCH whatever the laptop is (CGO off,
 // reproducible: -trimpath -buildvcs=false -ldflags "-s -w -buildid=") into a local temporary directory.
-// Over ONE ssh connection it reads the sha256 of the live binary AGENT_REMOTE_DIR/AGENT_BINARY_NAME:
+// First it asks Nomad which client each host is (its node, matched by address or else name, as
+// deploy_nomad matches them to pin the job) and refuses a host that is not a ready, eligible client
+// with a healthy raw_exec driver, before any upload. Then, over ONE ssh connection per host, it reads
+// the sha256 of the live binary AGENT_REMOTE_DIR/AGENT_BINARY_NAME on each host (all before building):
 // the same, it sends nothing and says "unchanged". Otherwise it uploads to a temporary name in that
 // directory (created if missing; uploads of killed runs idle for 10 minutes are removed), verifies the
 // sha256 on the server, keeps the live binary as <name>.previous (a hard link) and renames the upload
@@ -14,15 +17,19 @@
 // with the holder's name; a lock left by a killed run expires after 15 minutes).
 // It does not (re)start the Nomad job: see the commands it prints.
 //
-// Needs: go, ssh (OpenSSH client); on the server: sh, uname, sha256sum, mkdir, find, cat, chmod, ln, mv.
-// Reads: DEPLOY_SSH_HOST (required), DEPLOY_SSH_USER (default root), DEPLOY_SSH_PORT (default 22),
+// Needs: go, ssh (OpenSSH client), nomad CLI 1.6+ (the servers' version; 2.0 is current); on the
+//        server: sh, uname, sha256sum, mkdir, find, cat, chmod, ln, mv.
+// Reads: DEPLOY_SSH_HOST (one host) or DEPLOY_SSH_HOSTS (several, separated by spaces or commas),
+//        DEPLOY_SSH_USER (default root), DEPLOY_SSH_PORT (default 22),
 //        DEPLOY_SSH_KEY (identity file, optional), DEPLOY_SSH_KNOWN_HOSTS (known_hosts file, optional),
 //        AGENT_SOURCE_DIR (default backend), AGENT_BINARY_NAME (default agent),
 //        AGENT_REMOTE_DIR (default /root/data), AGENT_GOOS (default linux), AGENT_GOARCH (default amd64),
+//        NOMAD_ADDR, NOMAD_TOKEN (node:read), NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
+//        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION,
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each ssh command may take; the upload gets that
 //          plus one second per 50 kB of the binary).
 // Options:
-//   --dry-run         print the commands a real run would execute; run nothing
+//   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
 //   --json            one JSON result on stdout at the end (deploy/lib/result.schema.json); the rest to stderr
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
@@ -34,7 +41,9 @@ import os from 'node:os'
 import path from 'node:path'
 import { $ } from 'zx'
 import { type Checks, exit, fail, onExit, refuse, report, shq, start, step } from './lib/env.mts'
-import { openSsh, sshDryRun, sshTarget, unframed } from './lib/ssh.mts'
+import { nomadConnection, nomadVersions } from './lib/nomad.mts'
+import { clientNodes } from './lib/nodes.mts'
+import { openSsh, sshDryRun, sshTargets, unframed, type Ssh, type SshTarget } from './lib/ssh.mts'
 
 const JOB = 'agent-economique'
 const LDFLAGS = '-s -w -buildid='
@@ -70,7 +79,8 @@ const PLATFORMS: Record<string, string> = {
 
 // Check
 const { check, dryRun } = start(import.meta.url)
-const target = sshTarget(check)
+const targets = sshTargets(check)
+const nomad = nomadConnection(check)
 const source = check.localPath('AGENT_SOURCE_DIR', 'backend')!
 const dir = check.remotePath('AGENT_REMOTE_DIR', '/root/data')
 const name = check.remoteName('AGENT_BINARY_NAME', 'agent')
@@ -83,49 +93,55 @@ check.done()
 const live = `${dir}/${name}`
 const goBuild = ['go', 'build', '-trimpath', '-buildvcs=false', `-ldflags=${LDFLAGS}`, '-o']
 const goEnv = { GOOS: goos, GOARCH: goarch, CGO_ENABLED: '0' }
-report({ host: target.host, binary: { path: live } })
+report({ host: targets[0]?.host, binary: { path: live } })
 
 if (dryRun) {
   const bin = `"$BUILD"/${shq(name)}`
-  console.log(`# a real run sends the ssh commands over one connection, and uploads only when the sha256 differs
+  console.log(`# a real run first checks in Nomad that each host is a ready, eligible client with raw_exec
+# (nomad node status -json), then sends the ssh commands over one connection per host, and uploads
+# only where the sha256 differs
+${nomad.exportLine}
 BUILD=$(mktemp -d)
 (cd ${shq(source)} && ${Object.entries(goEnv).map(([k, v]) => `${k}=${v}`).join(' ')} ${goBuild.map(shq).join(' ')} ${bin} .)
 SUM=$(sha256sum < ${bin} | cut -d' ' -f1)
-${sshDryRun(target, [
+${targets.map((target) => [`# ${target.destination}`, ...sshDryRun(target, [
   { name: 'LOOK', what: `the server's platform, the sha256 of ${live} (or none), what ${live}.previous is (reads only)`, script: LOOK, args: [dir, name] },
   { name: 'LOCK', what: `one upload at a time into ${dir} (a lock older than 15 minutes is taken over)`, script: LOCK, args: [dir, name, 'manual', '15'] },
   { name: 'INSTALL', what: `receive the binary, check its sha256, keep the live one as ${name}.previous, rename over ${name}`, script: INSTALL, args: [dir, name, 'manual'], more: '$SUM', stdin: bin },
   { name: 'UNLOCK', what: 'release the lock', script: UNLOCK, args: [dir, name, 'manual'] },
-]).join('\n')}
+])].join('\n')).join('\n')}
 rm -rf "$BUILD"`)
   exit(0)
 }
 
-// Look at the server first (the one authenticated connection of this run): its platform, the live sha256
-step(`Connect to ${target.destination} (port ${target.port}) and read the sha256 of ${live}`)
-const ssh = await openSsh(target)
-const look = await ssh.run(LOOK, [dir, name])
-if (!look.ok) fail(`reading ${live} on ${target.destination}: ${ssh.why(look)}`)
-// Exactly three lines after the frame: the platform; the sha256, "none" or "other"; what .previous is.
-const lines = look.stdout.trim().split('\n')
-if (!look.framed || lines.length !== 3 || !/^([0-9a-f]{64}\b.*|none|other)$/.test(lines[1]) || !/^previous-(file|other|none)$/.test(lines[2])) {
-  await ssh.close()
-  refuse([look.framed ? `reading ${live} on ${target.destination} printed ${JSON.stringify(look.stdout.slice(0, 160))}, not the three lines of the fixed remote script: nothing was changed` : unframed(target)])
-}
-const [uname = '', current = '', previous = ''] = lines
-const platform = PLATFORMS[uname.trim()]
-const refusals = [
-  ...(platform && platform !== `${goos}/${goarch}` ? [`${target.host} is ${uname.trim()} (${platform}) but AGENT_GOOS/AGENT_GOARCH build ${goos}/${goarch}: set them to match`] : []),
-  ...(current.trim() === 'other' ? [`${live} exists on ${target.host} but is not a regular file: move it away or set AGENT_REMOTE_DIR / AGENT_BINARY_NAME`] : []),
+// Nomad: each host is a client of this cluster that can run the agent (read-only)
+step(`Ask Nomad at ${nomad.addr} which clients ${targets.map((t) => t.host).join(', ')} are`)
+await nomadVersions(nomad)
+await clientNodes(nomad, targets.map((t) => t.host), 'raw_exec')
+
+// Look at each server first (one authenticated connection per host): its platform, the live sha256
+const servers: { target: SshTarget; ssh: Ssh; remoteSum?: string }[] = []
+const refusals: string[] = []
+for (const target of targets) {
+  step(`Connect to ${target.destination} (port ${target.port}) and read the sha256 of ${live}`)
+  const ssh = await openSsh(target)
+  const look = await ssh.run(LOOK, [dir, name])
+  if (!look.ok) fail(`reading ${live} on ${target.destination}: ${ssh.why(look)}`)
+  // Exactly three lines after the frame: the platform; the sha256, "none" or "other"; what .previous is.
+  const lines = look.stdout.trim().split('\n')
+  if (!look.framed || lines.length !== 3 || !/^([0-9a-f]{64}\b.*|none|other)$/.test(lines[1]) || !/^previous-(file|other|none)$/.test(lines[2])) {
+    refuse([look.framed ? `reading ${live} on ${target.destination} printed ${JSON.stringify(look.stdout.slice(0, 160))}, not the three lines of the fixed remote script: nothing was changed` : unframed(target)])
+  }
+  const [uname = '', current = '', previous = ''] = lines
+  const platform = PLATFORMS[uname.trim()]
+  if (platform && platform !== `${goos}/${goarch}`) refusals.push(`${target.host} is ${uname.trim()} (${platform}) but AGENT_GOOS/AGENT_GOARCH build ${goos}/${goarch}: set them to match`)
+  if (current.trim() === 'other') refusals.push(`${live} exists on ${target.host} but is not a regular file: move it away or set AGENT_REMOTE_DIR / AGENT_BINARY_NAME`)
   // The rollback copy is a hard link made over it: a directory there would swallow the link.
-  ...(previous === 'previous-other' ? [`${live}.previous exists on ${target.host} but is not a regular file (the rollback copy goes there): move it away`] : []),
-]
-if (refusals.length) {
-  await ssh.close()
-  refuse(refusals)
+  if (previous === 'previous-other') refusals.push(`${live}.previous exists on ${target.host} but is not a regular file (the rollback copy goes there): move it away`)
+  if (!platform) console.error(`warning: ${target.host} reports "${uname.trim()}": check that ${goos}/${goarch} runs there`)
+  servers.push({ target, ssh, remoteSum: current.match(/^[0-9a-f]{64}\b/)?.[0] })
 }
-if (!platform) console.error(`warning: ${target.host} reports "${uname.trim()}": check that ${goos}/${goarch} runs there`)
-const remoteSum = current.match(/^[0-9a-f]{64}\b/)?.[0]
+if (refusals.length) refuse(refusals)
 
 // Build (a local temporary directory, removed whatever the way out)
 step(`Build ${name} for ${goos}/${goarch} from ${source}`)
@@ -138,45 +154,21 @@ const bytes = readFileSync(binary)
 const sum = createHash('sha256').update(bytes).digest('hex')
 report({ binary: { path: live, sha256: sum } })
 
-let outcome: string
-if (sum === remoteSum) {
-  outcome = `${live} on ${target.destination} is unchanged (same sha256): nothing sent`
-  report({ outcome: 'unchanged' })
-} else {
-  // Bounded like every remote command, plus the time to send the bytes at 50 kB/s at least.
-  const uploadSeconds = target.limit + Math.ceil(bytes.length / 50_000)
-  step(`Lock ${dir} for this upload (.${name}.lock)`)
-  const me = `${os.userInfo().username}@${os.hostname()} pid ${process.pid} since ${new Date().toISOString()}`
-  const stale = Math.max(15, Math.ceil(uploadSeconds / 60) + 5)
-  const lock = await ssh.run(LOCK, [dir, name, me, String(stale)])
-  const lockState = lock.stdout.trim()
-  if (!lock.ok) fail(`locking ${dir} on ${target.destination}: ${ssh.why(lock)}`)
-  if (lockState.startsWith('held')) {
-    await ssh.close()
-    refuse([`another deploy_binary is installing into ${dir} on ${target.host} (${lockState.slice(5) || 'owner unknown'}): run again once it is done; a lock left by a killed run expires after ${stale} minutes, or remove it by hand: ${target.login} rm -rf ${shq(`${dir}/.${name}.lock`)}`])
-  }
-  if (lockState.startsWith('stale')) console.error(`warning: took over a lock left ${stale}+ minutes ago by ${lockState.slice(6) || 'an unknown run'}`)
-  let locked = true
-  onExit(() => locked && ssh.run(UNLOCK, [dir, name, me]))
-  // --- point of no return ---
-  report({ acted: true })
-  const suffix = randomBytes(6).toString('hex')
-  step(`Upload ${bytes.length} bytes to ${dir}/.${name}.upload.${suffix}, verify its sha256 there, keep ${name}.previous, rename over ${name}`)
-  const sent = await ssh.run(INSTALL, [dir, name, suffix, sum], { input: bytes, timeoutSeconds: uploadSeconds })
-  if (sent.exitCode === 3) fail(`${sent.stderr.trim()}: the upload was removed and ${live} left as it was`)
-  if (!sent.ok) fail(`uploading to ${live} on ${target.destination}: ${ssh.why(sent)}`)
-  outcome = sent.stdout.trim() === 'unchanged'
-    ? `${live} on ${target.destination} is unchanged: another run installed the same binary meanwhile (sha256 checked on the server)`
-    : `${live} on ${target.destination} updated (${bytes.length} bytes sent)${remoteSum ? `; the previous binary is ${live}.previous` : ''}`
-  report({ outcome: sent.stdout.trim() === 'unchanged' ? 'unchanged' : 'done' })
-  await ssh.run(UNLOCK, [dir, name, me])
-  locked = false
+// Install on each host where the sha256 differs
+const outcomes: { host: string; outcome: 'done' | 'unchanged'; message: string }[] = []
+for (const { target, ssh, remoteSum } of servers) {
+  const outcome = sum === remoteSum
+    ? { outcome: 'unchanged' as const, message: `${live} on ${target.destination} is unchanged (same sha256): nothing sent` }
+    : await install(target, ssh, remoteSum)
+  outcomes.push({ host: target.host, ...outcome })
+  await ssh.close()
 }
-report({ message: outcome, next: ['npx tsx deploy/deploy_nomad.mts', `nomad job restart ${JOB}`] })
-await ssh.close()
 
 // Report
-console.log(`${outcome}
+const updated = outcomes.filter((o) => o.outcome === 'done').length
+report({ outcome: updated ? 'done' : 'unchanged', message: outcomes.map((o) => o.message).join('; '), hosts: outcomes,
+  next: ['npx tsx deploy/deploy_nomad.mts', `nomad job restart ${JOB}`] })
+console.log(`${outcomes.map((o) => o.message).join('\n')}
   sha256  ${sum}
   size    ${bytes.length} bytes
   path    ${live}  (${goos}/${goarch})
@@ -184,8 +176,40 @@ console.log(`${outcome}
 Useful commands:
   npx tsx deploy/deploy_nomad.mts          (first deploy: the job runs ${live})
   nomad job restart ${JOB}        (the job already runs: start it on the new binary)
-  ${target.login} sha256sum ${shq(live)}
-  roll back by hand: ${target.login} mv -f ${shq(`${live}.previous`)} ${shq(live)}   then restart the job`)
+${servers.map(({ target }) => `  ${target.login} sha256sum ${shq(live)}`).join('\n')}
+  roll back by hand: ${servers.map(({ target }) => `${target.login} mv -f ${shq(`${live}.previous`)} ${shq(live)}`).join('; ')}   then restart the job`)
+
+/**
+ * Upload to one host under its directory's lock (one run at a time installs there), verify the sha256
+ * on the server, keep the live binary as .previous, rename over the live path.
+ */
+async function install(target: SshTarget, ssh: Ssh, remoteSum: string | undefined): Promise<{ outcome: 'done' | 'unchanged'; message: string }> {
+  // Bounded like every remote command, plus the time to send the bytes at 50 kB/s at least.
+  const uploadSeconds = target.limit + Math.ceil(bytes.length / 50_000)
+  step(`Lock ${dir} on ${target.host} for this upload (.${name}.lock)`)
+  const me = `${os.userInfo().username}@${os.hostname()} pid ${process.pid} since ${new Date().toISOString()}`
+  const stale = Math.max(15, Math.ceil(uploadSeconds / 60) + 5)
+  const lock = await ssh.run(LOCK, [dir, name, me, String(stale)])
+  const lockState = lock.stdout.trim()
+  if (!lock.ok) fail(`locking ${dir} on ${target.destination}: ${ssh.why(lock)}`)
+  if (lockState.startsWith('held'))
+    refuse([`another deploy_binary is installing into ${dir} on ${target.host} (${lockState.slice(5) || 'owner unknown'}): run again once it is done; a lock left by a killed run expires after ${stale} minutes, or remove it by hand: ${target.login} rm -rf ${shq(`${dir}/.${name}.lock`)}`])
+  if (lockState.startsWith('stale')) console.error(`warning: took over a lock left ${stale}+ minutes ago by ${lockState.slice(6) || 'an unknown run'}`)
+  let locked = true
+  onExit(() => locked && ssh.run(UNLOCK, [dir, name, me]))
+  // --- point of no return (on this host) ---
+  report({ acted: true })
+  const suffix = randomBytes(6).toString('hex')
+  step(`Upload ${bytes.length} bytes to ${target.host}:${dir}/.${name}.upload.${suffix}, verify its sha256 there, keep ${name}.previous, rename over ${name}`)
+  const sent = await ssh.run(INSTALL, [dir, name, suffix, sum], { input: bytes, timeoutSeconds: uploadSeconds })
+  if (sent.exitCode === 3) fail(`${sent.stderr.trim()}: the upload was removed and ${live} left as it was`)
+  if (!sent.ok) fail(`uploading to ${live} on ${target.destination}: ${ssh.why(sent)}`)
+  await ssh.run(UNLOCK, [dir, name, me])
+  locked = false
+  return sent.stdout.trim() === 'unchanged'
+    ? { outcome: 'unchanged', message: `${live} on ${target.destination} is unchanged: another run installed the same binary meanwhile (sha256 checked on the server)` }
+    : { outcome: 'done', message: `${live} on ${target.destination} updated (${bytes.length} bytes sent)${remoteSum ? `; the previous binary is ${live}.previous` : ''}` }
+}
 
 /** AGENT_GOOS / AGENT_GOARCH: a Go platform word. */
 function platformPart(check: Checks, name: string, fallback: string) {

@@ -6,14 +6,18 @@
 // Runs `nomad job plan` (shows the diff, proves the cluster accepts the token), then
 // `nomad job run -check-index N -detach`, and follows the deployment to its outcome. When the plan
 // shows no change at all, nothing is run. The binary path handed to the job comes from the same
-// settings deploy_binary.mts uploads to. Prints the raw_exec plugin block to add by hand to the
-// client configuration; never changes the Nomad configuration.
+// settings deploy_binary.mts uploads to, and so do the clients it may run on: the Nomad nodes of
+// DEPLOY_SSH_HOST / DEPLOY_SSH_HOSTS (matched by address or name as deploy_binary matches them, each
+// checked ready, eligible, with a healthy raw_exec driver), passed as -var nodes (a constraint in the
+// job). Prints the raw_exec plugin block to add by hand to the client configuration; never changes
+// the Nomad configuration.
 //
 // Needs: nomad CLI 1.6+ (the servers' version; 2.0 is current); the TLS files when NOMAD_ADDR is https
 //        (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
 //        AGENT_REMOTE_DIR (default /root/data), AGENT_BINARY_NAME (default agent),
+//        DEPLOY_SSH_HOST or DEPLOY_SSH_HOSTS (required: the hosts deploy_binary uploads to; no ssh here),
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
@@ -26,7 +30,9 @@
 import path from 'node:path'
 import { exit, root, start, step } from './lib/env.mts'
 import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
-import { nomadConnection, timeoutSeconds } from './lib/nomad.mts'
+import { nomadConnection, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
+import { clientNodes } from './lib/nodes.mts'
+import { sshHosts } from './lib/ssh.mts'
 
 const JOB = 'agent-economique'
 const FILE = path.join(root, 'jobs/agent.nomad')
@@ -36,18 +42,25 @@ const { check, dryRun, planOnly, flags } = start(import.meta.url, { options: { t
 const nomad = nomadConnection(check)
 const dir = check.remotePath('AGENT_REMOTE_DIR', '/root/data')
 const name = check.remoteName('AGENT_BINARY_NAME', 'agent')
+const hosts = sshHosts(check)
 const timeout = timeoutSeconds(flags.timeout, check)
 check.done()
-const vars = { binary_path: `${dir}/${name}` }
+const vars = { binary_path: `${dir}/${name}`, nodes: '$NODE_IDS' }
 
 if (dryRun) {
+  console.log(`# NODE_IDS: the IDs of the Nomad nodes of ${hosts.join(', ')}, comma-separated (nomad node status -json: the node whose Address, or else Name, is the host)`)
   console.log(planCommands(nomad, FILE, vars).join('\n'))
   console.log(`# then follow the deployment: nomad job deployments -latest ${JOB}`)
   exit(0)
 }
 
+// The clients that hold the binary: the job is constrained to them
+step(`Ask Nomad at ${nomad.addr} which clients ${hosts.join(', ')} are`)
+await nomadVersions(nomad)
+vars.nodes = [...(await clientNodes(nomad, hosts, 'raw_exec')).values()].map((n) => n.ID).join(',')
+
 // Plan
-step(`Plan ${JOB} (binary ${vars.binary_path})`)
+step(`Plan ${JOB} (binary ${vars.binary_path} on ${hosts.join(', ')})`)
 const plan = await planJob(nomad, JOB, FILE, vars)
 if (planOnly) reportPlan(plan)
 

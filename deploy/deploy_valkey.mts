@@ -38,7 +38,7 @@ import { exit, root, start, step } from './lib/env.mts'
 import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
 import { chooseFlow, vaultSettings } from './lib/identity.mts'
 import { nomadConnection, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
-import { hostVolumeBlock } from './lib/volume.mts'
+import { volumeReminder } from './lib/volume.mts'
 
 const JOB = 'valkey'
 const FILE = path.join(root, 'jobs/valkey.nomad')
@@ -79,8 +79,7 @@ const result = await deployPlanned(nomad, plan, timeout)
 console.log(`
 Before the first deploy (both one-time, neither applied by this script):
   - valkey_password in Vault at ${secretPath.path}: npx tsx deploy/put_storefront_secrets.mts
-  - the host volume "valkey_data" on the client that runs Valkey (deploy/deploy_valkey_volume.mts creates the directory).
-${hostVolumeBlock('valkey_data', dataDir)}
+${volumeReminder(nomad, 'valkey_data', dataDir, 'deploy/deploy_valkey_volume.mts')}
 ${flow === 'identity' && plan.created ? `${vaultSetupSteps(vaultAuth.role, secretPath.api)}
 ` : ''}A deployment that stays pending usually lacks one of them: see nomad job status ${JOB} ("missing compatible host volumes")
 or the alloc's events ("Missing: vault.read(${secretPath.api})").

@@ -16,9 +16,11 @@
 // Needs: nomad CLI 1.6+ (the servers' version; 2.0 is current); the TLS files when NOMAD_ADDR is https (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_COMMAND_TIMEOUT (default 60),
-//        and what the deploy scripts plan with: AGENT_REMOTE_DIR, AGENT_BINARY_NAME,
+//        and what the deploy scripts plan with: AGENT_REMOTE_DIR, AGENT_BINARY_NAME, DEPLOY_SSH_HOST or
+//        DEPLOY_SSH_HOSTS (the agent's clients; unset: the agent is not planned),
 //        STOREFRONT_VAULT_PATH, STOREFRONT_VAULT_MOUNT, STOREFRONT_COUNT, STOREFRONT_AUTO_PROMOTE,
-//        DEPLOY_VAULT_AUTH, STOREFRONT_VAULT_ROLE (see their --help).
+//        DEPLOY_VAULT_AUTH, STOREFRONT_VAULT_ROLE, DEPLOY_VAULT_SUBMIT_TOKEN and DEPLOY_CONSUL_SUBMIT_TOKEN
+//        (Nomad 1.6-1.9: the submitter tokens a plan of the storefront and Valkey needs; see their --help).
 // Options:
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
@@ -31,6 +33,8 @@ import { exit, EXIT, fail, refuse, report, root, start, step } from './lib/env.m
 import { planChanges } from './lib/deployment.mts'
 import { chooseFlow, vaultSettings } from './lib/identity.mts'
 import { nomadConnection, nomadError, nomadVersions, type Nomad } from './lib/nomad.mts'
+import { listNodes, matchNodes, nodeProblems } from './lib/nodes.mts'
+import { sshHosts } from './lib/ssh.mts'
 
 type State = 'ok' | 'missing' | 'unhealthy' | 'deploying' | 'canary-waiting' | 'would-change' | 'unknown'
 type Row = {
@@ -47,6 +51,8 @@ const { check, dryRun } = start(import.meta.url)
 const nomad = nomadConnection(check)
 const agentDir = check.remotePath('AGENT_REMOTE_DIR', '/root/data')
 const agentName = check.remoteName('AGENT_BINARY_NAME', 'agent')
+// The agent's clients, as deploy_nomad constrains the job to them (optional here: without them the agent is not planned).
+const agentHosts = process.env.DEPLOY_SSH_HOST !== undefined || process.env.DEPLOY_SSH_HOSTS !== undefined ? sshHosts(check) : []
 const secrets = check.kvPath('STOREFRONT_VAULT_PATH', 'secret/cedra/prod', check.optional('STOREFRONT_VAULT_MOUNT'))
 const count = check.optional('STOREFRONT_COUNT')
 if (count !== undefined && !(/^\d+$/.test(count) && Number(count) >= 2)) check.problem(`STOREFRONT_COUNT=${JSON.stringify(count)} must be a whole number of at least 2`)
@@ -72,6 +78,7 @@ if (dryRun) {
 step(`Ask Nomad at ${nomad.addr} which version it runs`)
 const versions = await nomadVersions(nomad)
 const { vars: flowVars } = chooseFlow(nomad, versions, vaultAuth)
+const agentNodes = await agentClients()
 const rows: Row[] = []
 for (const { job, system, file } of JOBS) {
   step(`Read ${job}`)
@@ -137,7 +144,10 @@ async function jobStatus(nomad: Nomad, job: string, system: Row['system'], file:
 
   // The plan: the repository's job file, with what a deploy would pass (the storefront: the image that runs).
   const vars: Record<string, string> = {}
-  if (job === 'agent-economique') vars.binary_path = `${agentDir}/${agentName}`
+  if (job === 'agent-economique') {
+    if (agentNodes.problems.length) return { ...row, state: row.state !== 'ok' ? row.state : agentHosts.length ? 'unhealthy' : 'unknown', detail: agentNodes.problems.join('; ') }
+    Object.assign(vars, { binary_path: `${agentDir}/${agentName}`, nodes: agentNodes.ids })
+  }
   if (job === 'valkey') Object.assign(vars, { vault_secret: secrets.api }, flowVars)
   if (job === 'cedra-storefront') {
     const ref = images[0]?.match(/^(.+):([^:/]+)$/)
@@ -153,6 +163,14 @@ async function jobStatus(nomad: Nomad, job: string, system: Row['system'], file:
   if (changes && row.state === 'ok')
     Object.assign(row, { state: 'would-change', detail: `${row.detail ? `${row.detail}; ` : ''}a deploy would change it (npx tsx deploy/${scriptOf(job)}.mts --plan shows the diff)` })
   return row
+}
+
+/** The agent's clients (DEPLOY_SSH_HOST / DEPLOY_SSH_HOSTS, matched as deploy_nomad matches them) and what stops them running it. */
+async function agentClients(): Promise<{ ids: string; problems: string[] }> {
+  if (!agentHosts.length) return { ids: '', problems: ['DEPLOY_SSH_HOST (or DEPLOY_SSH_HOSTS) is not set: the agent job is constrained to its hosts, so it cannot be planned'] }
+  const { found, problems } = await matchNodes(nomad, await listNodes(nomad), agentHosts)
+  for (const [host, n] of found) problems.push(...nodeProblems(host, n, 'raw_exec'))
+  return { ids: [...found.values()].map((n) => n.ID).join(','), problems }
 }
 
 /** A read that failed: refused when the cluster refused the token (nothing can be read), else this job is unknown. */

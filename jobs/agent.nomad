@@ -3,10 +3,17 @@
 # the same settings deploy_binary uploads to, so the two cannot drift.
 # raw_exec must be enabled on the client (printed by deploy_nomad, never applied by a script), and it
 # cannot mount host volumes: the agent keeps its files under its own directory.
+# The job runs only on the clients that hold the binary: deploy_nomad passes their node IDs (those of
+# DEPLOY_SSH_HOST / DEPLOY_SSH_HOSTS, matched as deploy_binary matches them) as -var nodes.
 
 variable "binary_path" {
   type        = string
   description = "Absolute path of the agent binary on the client (AGENT_REMOTE_DIR/AGENT_BINARY_NAME)"
+}
+
+variable "nodes" {
+  type        = string
+  description = "The IDs of the Nomad clients that hold the binary, comma-separated (set_contains_any)"
 }
 
 variable "datacenters" {
@@ -20,6 +27,14 @@ job "agent-economique" {
 
   group "agent" {
     count = 1
+
+    # Only where deploy_binary put the binary (scheduler/feasible.go@v1.6.10 and
+    # scheduler/feasible/feasible.go@v2.0.5 checkSetContainsAny: the node's ID is one of the list).
+    constraint {
+      attribute = "${node.unique.id}"
+      operator  = "set_contains_any"
+      value     = var.nodes
+    }
 
     restart {
       attempts = 3

@@ -35,8 +35,8 @@ describe('deploy_arangodb: the main path', () => {
     ])
     expect(r.stderr).toContain(`${VAR} holds root_password (modify index 20)`)
     expect(r.stdout).toMatch(new RegExp(`^${JOB} version 0: deployment [0-9a-f]{8} successful`, 'm'))
-    expect(r.stdout).toContain('    host_volume "arangodb_data" {\n      path      = "/opt/arangodb_data"\n      read_only = false')
-    expect(r.stdout).toContain('then restart Nomad on that server: sudo systemctl restart nomad')
+    expect(r.stdout).toContain('the host volume "arangodb_data" on the client that runs it: deploy/deploy_arango_volume.mts creates /opt/arangodb_data and registers it')
+    expect(r.stdout).not.toContain('then restart Nomad on that server')
     expect(r.stdout).toContain(`nomad alloc logs -f -job ${JOB}`)
     expect(r.stdout).toContain(`nomad var get -item root_password ${VAR}`)
     // The password is never read, let alone shown, and never a -var.
@@ -44,10 +44,16 @@ describe('deploy_arangodb: the main path', () => {
     expect(r.output).not.toContain(CANARY)
   })
 
-  it('prints the host_volume block with ARANGO_DATA_DIR, the directory deploy_arango_volume creates', async () => {
+  it('names ARANGO_DATA_DIR, the directory deploy_arango_volume creates: registered on Nomad 1.10+, a host_volume block to add by hand before', async () => {
     storePassword()
-    const r = await sb.run(SCRIPT, [], { env: { ARANGO_DATA_DIR: '/srv/arango/' } })
+    let r = await sb.run(SCRIPT, [], { env: { ARANGO_DATA_DIR: '/srv/arango/' } })
     expect(r.code).toBe(0)
+    expect(r.stdout).toContain('deploy/deploy_arango_volume.mts creates /srv/arango and registers it (Nomad 1.10+: no configuration edit, no restart)')
+    expect(r.stdout).not.toContain('host_volume "arangodb_data" {')
+    const box = sandbox()
+    box.setState({ ...sb.readState(), version: '1.9.7', jobs: {} })
+    r = await box.run(SCRIPT, [], { env: { ARANGO_DATA_DIR: '/srv/arango/' } })
+    expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toContain('path      = "/srv/arango"')
   })
 

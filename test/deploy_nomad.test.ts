@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process'
 import { cpSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { makeCerts, root, sandbox, write, type Sandbox } from './helpers.ts'
+import { baseEnv, makeCerts, NODE_ID, root, sandbox, write, type Sandbox } from './helpers.ts'
 
 const SCRIPT = 'deploy_nomad.mts'
 const JOBFILE = path.join(root, 'jobs/agent.nomad')
@@ -19,8 +19,8 @@ describe('deploy_nomad: the main path', () => {
     expect(r.stderr).not.toMatch(/✗/)
     expect(r.code).toBe(0)
     expect(sb.commands('nomad')).toEqual([
-      `job plan -var=binary_path=/root/data/agent ${JOBFILE}`,
-      `job run -check-index 0 -detach -var=binary_path=/root/data/agent ${JOBFILE}`,
+      `job plan -var=binary_path=/root/data/agent -var=nodes=${NODE_ID} ${JOBFILE}`,
+      `job run -check-index 0 -detach -var=binary_path=/root/data/agent -var=nodes=${NODE_ID} ${JOBFILE}`,
       'job history -json agent-economique',
       'job deployments -latest -json agent-economique',
       'job deployments -latest -json agent-economique',
@@ -33,7 +33,7 @@ describe('deploy_nomad: the main path', () => {
   it('takes the binary path from AGENT_REMOTE_DIR and AGENT_BINARY_NAME (the same settings as deploy_binary)', async () => {
     const r = await sb.run(SCRIPT, [], { env: { AGENT_REMOTE_DIR: '/srv/agent/', AGENT_BINARY_NAME: 'agent-v2' } })
     expect(r.code).toBe(0)
-    expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/srv/agent/agent-v2 ${JOBFILE}`)
+    expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/srv/agent/agent-v2 -var=nodes=${NODE_ID} ${JOBFILE}`)
   })
 
   it('does not run the job when the plan shows no change, and says so', async () => {
@@ -42,7 +42,7 @@ describe('deploy_nomad: the main path', () => {
     const r = await sb.run(SCRIPT)
     expect(r.code).toBe(0)
     expect(r.stdout).toContain('agent-economique is already up to date (the plan shows no change): nothing was run')
-    expect(sb.commands('nomad').slice(before)).toEqual([`job plan -var=binary_path=/root/data/agent ${JOBFILE}`])
+    expect(sb.commands('nomad').slice(before)).toEqual([`job plan -var=binary_path=/root/data/agent -var=nodes=${NODE_ID} ${JOBFILE}`])
     expect(sb.readState().jobs['agent-economique'].versions).toHaveLength(1)
   })
 
@@ -51,7 +51,7 @@ describe('deploy_nomad: the main path', () => {
     sb.setState({ inplace: true })
     const r = await sb.run(SCRIPT, [], { env: { AGENT_BINARY_NAME: 'agent2' } })
     expect(r.code).toBe(0)
-    expect(sb.commands('nomad')).toContain(`job run -check-index 11 -detach -var=binary_path=/root/data/agent2 ${JOBFILE}`)
+    expect(sb.commands('nomad')).toContain(`job run -check-index 11 -detach -var=binary_path=/root/data/agent2 -var=nodes=${NODE_ID} ${JOBFILE}`)
   })
 
   it('stops without overwriting when the job changed between plan and run (check-index)', async () => {
@@ -130,7 +130,7 @@ describe('deploy_nomad: flags and configuration', () => {
     expect(r.stderr).toMatch(/warning: a real run would refuse: NOMAD_CACERT: .*certs\/ca\.pem does not exist/)
     expect(r.stdout).toContain("export NOMAD_ADDR=https://nomad.example.internal:4646 NOMAD_CACERT=")
     expect(r.stdout).toContain('NOMAD_TOKEN="$NOMAD_TOKEN"')
-    expect(r.stdout).toContain('nomad job plan -var=binary_path=/root/data/agent jobs/agent.nomad')
+    expect(r.stdout).toContain('nomad job plan -var=binary_path=/root/data/agent "-var=nodes=$NODE_IDS" jobs/agent.nomad')
     expect(r.stdout).not.toContain('00000000-0000-0000-0000-000000000000')
   })
 
@@ -155,7 +155,7 @@ describe('deploy_nomad: flags and configuration', () => {
     const env = write(sb.dir, 'other.env', 'AGENT_REMOTE_DIR=/from/file\nAGENT_BINARY_NAME=from-file\n')
     const r = await sb.run(SCRIPT, ['--env-file', env], { env: { AGENT_BINARY_NAME: 'from-env' } })
     expect(r.code).toBe(0)
-    expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/from/file/from-env ${JOBFILE}`)
+    expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/from/file/from-env -var=nodes=${NODE_ID} ${JOBFILE}`)
   })
 
   it('reads .env at the repository root by default, whatever the current directory; real variables win', async () => {
@@ -164,7 +164,7 @@ describe('deploy_nomad: flags and configuration', () => {
     writeFileSync(path.join(copy, '.env'), 'AGENT_REMOTE_DIR=/from/dotenv\nAGENT_BINARY_NAME=from-dotenv\n')
     const r = await runFrom(copy, sb, [], { AGENT_BINARY_NAME: 'from-env' })
     expect(r.code, r.stderr).toBe(0)
-    expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/from/dotenv/from-env ${path.join(copy, 'jobs/agent.nomad')}`)
+    expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/from/dotenv/from-env -var=nodes=${NODE_ID} ${path.join(copy, 'jobs/agent.nomad')}`)
   })
 
   // Node 20 itself stops on a missing --env-file anywhere in argv (exit 9) before the script runs;
@@ -220,12 +220,12 @@ describe('deploy_nomad: TLS files are checked before anything runs', () => {
 })
 
 describe('deploy_nomad: a cluster that refuses or cannot be reached', () => {
-  it('a refused token stops at the plan with exit 2 and says which variable to fix', async () => {
+  it('a refused token stops at its first read of the cluster (the clients) with exit 2 and says which variable to fix', async () => {
     sb.setState({ mode: 'forbidden' })
     const r = await sb.run(SCRIPT)
     expect(r.code).toBe(2)
     expect(r.stderr).toMatch(/Nomad at http:\/\/127\.0\.0\.1:4646 refused the token \(403\): check NOMAD_TOKEN/)
-    expect(sb.commands('nomad')).toHaveLength(1)
+    expect(sb.commands('nomad', { probes: true })).toEqual(['version', 'server members -json', 'node status -json'])
   })
 
   it('an unreachable cluster stops at the plan with exit 1, a connection problem', async () => {
@@ -253,7 +253,7 @@ describe('deploy_nomad: a plan that cannot succeed is refused before anything ru
     const r = await runFrom(copy, sb, ['--env-file', sb.envFile])
     expect(r.code).toBe(2)
     expect(r.stderr).toMatch(/- jobs\/agent\.nomad does not parse: .*Unclosed configuration block/)
-    expect(r.stderr).toContain('- check it with: nomad job validate -var=binary_path=/root/data/agent repo/jobs/agent.nomad') // relative to the current directory
+    expect(r.stderr).toContain(`- check it with: nomad job validate -var=binary_path=/root/data/agent -var=nodes=${NODE_ID} repo/jobs/agent.nomad`) // relative to the current directory
     expect(sb.commands('nomad').filter((c) => c.startsWith('job run'))).toEqual([])
   })
 })
@@ -272,7 +272,7 @@ function runFrom(copy: string, box: Sandbox, args: string[], env: Record<string,
   return new Promise<{ code: number | null; stderr: string }>((resolve) => {
     const child = spawn(process.execPath, ['--import', path.join(root, 'node_modules/tsx/dist/esm/index.mjs'), path.join(copy, 'deploy', SCRIPT), ...args], {
       cwd: box.dir,
-      env: { PATH: `${box.bin}:/usr/bin:/bin`, HOME: box.home, STUB_STATE: box.state, NOMAD_ADDR: 'http://127.0.0.1:4646', DEPLOY_POLL_SECONDS: '0.05', ...env },
+      env: { PATH: `${box.bin}:/usr/bin:/bin`, HOME: box.home, STUB_STATE: box.state, ...baseEnv, ...env },
     })
     let stderr = ''
     child.stderr.on('data', (d) => (stderr += d))

@@ -27,7 +27,9 @@ describe('deploy_valkey: the main path', () => {
     ])
     expect(r.stdout).toMatch(/^valkey version 0: deployment [0-9a-f]{8} successful/m)
     expect(r.stderr).toContain('note: Valkey needs the host volume "valkey_data" on a client (deploy/deploy_valkey_volume.mts) and valkey_password in Vault at secret/cedra/prod (deploy/put_storefront_secrets.mts)')
-    expect(r.stdout).toContain('  client {\n    host_volume "valkey_data" {\n      path      = "/opt/valkey_data"\n      read_only = false\n    }\n  }')
+    // Nomad 2.0: the volume script registers the volume; no block to add by hand (the block: below, on 1.9).
+    expect(r.stdout).toContain('  - the host volume "valkey_data" on the client that runs it: deploy/deploy_valkey_volume.mts creates /opt/valkey_data and registers it (Nomad 1.10+: no configuration edit, no restart).')
+    expect(r.stdout).not.toContain('host_volume "valkey_data" {')
     expect(r.stdout).toContain('valkey_password in Vault at secret/cedra/prod: npx tsx deploy/put_storefront_secrets.mts')
     expect(r.stdout).toContain('nomad alloc logs -f -job valkey exporter')
     expect(sb.calls('vault')).toEqual([])
@@ -37,7 +39,14 @@ describe('deploy_valkey: the main path', () => {
     const r = await sb.run(SCRIPT, [], { env: { STOREFRONT_VAULT_PATH: 'kv/cedra/staging', VALKEY_DATA_DIR: '/srv/valkey' } })
     expect(r.code).toBe(0)
     expect(sb.commands('nomad')[0]).toBe(`job plan -var=vault_secret=kv/data/cedra/staging -var=vault_auth=identity -var=vault_role=cedra-storefront ${JOBFILE}`)
-    expect(r.stdout).toContain('path      = "/srv/valkey"')
+    expect(r.stdout).toContain('deploy/deploy_valkey_volume.mts creates /srv/valkey and registers it')
+  })
+
+  it('on Nomad 1.9 (no dynamic host volumes) reminds the host_volume block to add by hand, with VALKEY_DATA_DIR', async () => {
+    sb.setState({ version: '1.9.7' })
+    const r = await sb.run(SCRIPT, [], { env: { VALKEY_DATA_DIR: '/srv/valkey' } })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain('  client {\n    host_volume "valkey_data" {\n      path      = "/srv/valkey"\n      read_only = false\n    }\n  }')
   })
 
   it('does not run the job when the plan shows no change, and says so', async () => {

@@ -25,6 +25,9 @@ afterAll(async () => {
 })
 beforeEach(() => {
   sb = sandbox()
+  // A Nomad before 1.10 (no dynamic host volumes): the static block, printed for a person, as always.
+  // Nomad 1.10+ (the volume registered through the API) and several clients: test/multi_client.test.ts.
+  sb.setState({ version: '1.9.7' })
   ssh = spy(sb, 'ssh')
 })
 afterEach(() => {
@@ -56,6 +59,7 @@ describe('deploy_valkey_volume', () => {
     expect(r.logins).toBe(1)
     expect(r.stdout).toBe(`${dir} created on ${user}@127.0.0.1 with mode 755
 
+Nomad 1.9.7 has no dynamic host volumes (1.10+): declare it by hand, once per client.
 Add by hand to /etc/nomad.d/nomad.hcl on 127.0.0.1, inside its client block (no script does this):
 ${block(dir)}then restart Nomad on that server: sudo systemctl restart nomad
 

@@ -10,6 +10,11 @@ import { fileURLToPath } from 'node:url'
 export const root = fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, '')
 const tsx = path.join(root, 'node_modules/tsx/dist/esm/index.mjs')
 
+/** The nomad double's node (its default, one client at 127.0.0.1: DEPLOY_SSH_HOST in baseEnv). */
+export const NODE_ID = '4f3c2b1a-7d6e-4c5b-9a8f-0e1d2c3b4a59'
+/** The read-only calls every Nomad script makes first (the versions) and every script that needs the clients (the nodes). */
+const PROBES = ['version', 'server members -json', 'node status -json']
+
 export type Call = { tool: string; argv: string[]; env: Record<string, string>; stdin?: string }
 export type Result = { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; output: string; pid?: number; trace?: string }
 
@@ -17,6 +22,8 @@ export type Result = { code: number | null; signal: NodeJS.Signals | null; stdou
 export const baseEnv = {
   NOMAD_ADDR: 'http://127.0.0.1:4646',
   DEPLOY_POLL_SECONDS: '0.05',
+  // The client the agent runs on (deploy_nomad pins the job to its node): the nomad double's node-1.
+  DEPLOY_SSH_HOST: '127.0.0.1',
 }
 
 // Sandboxes are removed after each test file (test/setup.ts) and at the end of the bench;
@@ -54,13 +61,14 @@ export function sandbox() {
       return tool ? all.filter((c) => c.tool === tool) : all
     },
     /**
-     * The argv of each call of a tool, joined by spaces (for readable assertions). For nomad, the two
-     * read-only calls by which every Nomad script learns the versions first (`nomad version`, `nomad
-     * server members -json`) are left out unless `probes` is set: test/nomad_versions.test.ts asserts them.
+     * The argv of each call of a tool, joined by spaces (for readable assertions). For nomad, the
+     * read-only calls by which a script learns the versions (`nomad version`, `nomad server members
+     * -json`) and the clients (`nomad node status -json`) are left out unless `probes` is set:
+     * test/nomad_versions.test.ts and test/multi_client.test.ts assert them.
      */
     commands(tool: string, { probes = false } = {}): string[] {
       const all = sb.calls(tool).map((c) => c.argv.join(' '))
-      return tool === 'nomad' && !probes ? all.filter((c) => c !== 'version' && c !== 'server members -json') : all
+      return tool === 'nomad' && !probes ? all.filter((c) => !PROBES.includes(c)) : all
     },
     readState(tool = 'nomad') {
       const f = path.join(state, `${tool}.json`)

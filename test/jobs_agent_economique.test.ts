@@ -131,7 +131,7 @@ describe('the -var flags the deploy scripts pass', () => {
     expect(r.code).toBe(0)
     const planLine = r.stdout.split('\n').find((l) => l.startsWith('nomad job plan'))!
     const passed = [...planLine.matchAll(/-var=([A-Za-z0-9_]+)=/g)].map((m) => m[1])
-    expect(passed).toEqual(['binary_path'])
+    expect(passed).toEqual(['binary_path', 'nodes'])
     const declared = (await parseHcl(AGENT)).variable as Record<string, any[]>
     for (const name of passed) expect(Object.keys(declared)).toContain(name)
     for (const [name, [v]] of Object.entries(declared)) if (v.default === undefined) expect(passed).toContain(name)

@@ -27,7 +27,7 @@ function settle(job: string) {
   throw new Error(`${job}: the deployment is still running`)
 }
 function runAgent(binary: string) {
-  expect(nomad('job', 'run', '-detach', `-var=binary_path=${binary}`, AGENT).code).toBe(0)
+  expect(nomad('job', 'run', '-detach', `-var=binary_path=${binary}`, '-var=nodes=4f3c2b1a-7d6e-4c5b-9a8f-0e1d2c3b4a59', AGENT).code).toBe(0)
 }
 /** A job of two instances (by default) updated by one canary, whose restart policy is the service default (mode "fail"). */
 function webJob(image: string, { count = 2, canary = 1 } = {}) {

@@ -201,7 +201,7 @@ Job Modify Index: 0`)
 
   it('the placement knob still overrides the plan (one node: "1 nodes excluded by filter")', () => {
     sb.setState({ placement: 'missing compatible host volumes' })
-    const r = run('job', 'plan', '-var=binary_path=/x', path.join(root, 'jobs/agent.nomad'))
+    const r = run('job', 'plan', '-var=binary_path=/x', '-var=nodes=4f3c2b1a-7d6e-4c5b-9a8f-0e1d2c3b4a59', path.join(root, 'jobs/agent.nomad'))
     expect(r.stdout).toContain('- WARNING: Failed to place all allocations.\n  Task Group "agent" (failed to place 1 allocation):\n    * Constraint "missing compatible host volumes": 1 nodes excluded by filter\n\nJob Modify Index: 0')
   })
 })

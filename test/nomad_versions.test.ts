@@ -197,9 +197,13 @@ describe('Vault and Consul: every mismatch is a refusal before any build or run,
 
   it('a token without node:read: the CLI\'s version stands in for the servers\', with a warning', async () => {
     sb.setState({ version: '2.0.5', nodeRead: false })
-    const r = await sb.run('deploy_nomad.mts')
+    const r = await sb.run('deploy_valkey.mts')
     expect(r.code, r.stderr).toBe(0)
     expect(r.stderr).toMatch(/warning: could not read the servers' version \(nomad server members needs node:read\): assuming the CLI's, 2\.0\.5/)
+    // The scripts that check their hosts' Nomad nodes need node:read: refused, naming it.
+    const agent = await sb.run('deploy_nomad.mts')
+    expect(agent.code).toBe(2)
+    expect(agent.stderr).toMatch(/nomad node status: Nomad at .* refused the token \(403\).*the token needs node:read/)
   })
 })
 

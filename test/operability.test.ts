@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { root, sandbox, storefrontCheckout, type Sandbox } from './helpers.ts'
+import { NODE_ID, root, sandbox, storefrontCheckout, type Sandbox } from './helpers.ts'
 
 let sb: Sandbox
 beforeEach(() => {
@@ -45,7 +45,7 @@ describe('--plan: what a deploy would do, changing nothing', () => {
   it('deploy_nomad --plan: the real plan, "would create", no job run; after a deploy, "would change nothing"', async () => {
     let r = await sb.run('deploy_nomad.mts', ['--plan'])
     expect(r.code, r.stderr).toBe(0)
-    expect(sb.commands('nomad')).toEqual([`job plan -var=binary_path=/root/data/agent ${path.join(root, 'jobs/agent.nomad')}`])
+    expect(sb.commands('nomad')).toEqual([`job plan -var=binary_path=/root/data/agent -var=nodes=${NODE_ID} ${path.join(root, 'jobs/agent.nomad')}`])
     expect(r.stdout).toContain('--plan: a deploy would create agent-economique (nomad job run -check-index 0; the diff is above)')
     expect(r.stderr).toContain('+ Job: "agent-economique"')
     expect(sb.readState().jobs).toEqual({})

@@ -34,7 +34,7 @@ export function readsOf(script: string): string[] {
 
 /** Subcommands that change something (on the cluster, in Vault, in a registry). */
 export const WRITES: Record<string, string[]> = {
-  nomad: ['job run', 'job revert', 'job promote', 'job dispatch', 'job stop', 'var put', 'var purge', 'deployment promote', 'deployment fail'],
+  nomad: ['job run', 'job revert', 'job promote', 'job dispatch', 'job stop', 'var put', 'var purge', 'deployment promote', 'deployment fail', 'volume register', 'volume create', 'volume delete'],
   vault: ['kv put', 'kv patch', 'kv delete', 'kv destroy', 'kv rollback'],
   docker: ['build', 'push', 'tag', 'rmi'],
 }
@@ -120,6 +120,8 @@ export function removeRemotes() {
 const FIXTURE = path.join(root, 'test/fixtures/agent')
 const sshEnv = (ctx: Ctx) => {
   if (!ctx.sshd) throw new Error('this scenario needs the test sshd (startSshd() in beforeAll)')
+  // The Nomad client behind the test sshd, with no static host volume: on Nomad 2.0 the volume scripts register theirs.
+  ctx.sb.setState({ nodes: [{ Name: 'node-1', Address: '127.0.0.1' }] })
   ctx.ssh ??= spy(ctx.sb, 'ssh')
   ctx.remote ??= remoteDir()
   return ctx.sshd.env(USERS.dash)
@@ -198,6 +200,7 @@ export const SCENARIOS: Record<string, Scenario> = {
   'deploy_arango_volume.mts': {
     kind: 'ssh', tools: ['ssh'],
     setup: (ctx) => ({ ...sshEnv(ctx), ARANGO_DATA_DIR: `${ctx.remote}/arangodb_data` }),
+    // (sshEnv: one client without static host volumes, so that Nomad 2.0 registers the directory)
     breakIt: (_ctx, env) => ({ ...env, ARANGO_DATA_DIR: `${lockedRemoteDir()}/arangodb_data` }),
     again: { code: 0, says: /already exists on .* with mode 755: nothing changed/ },
   },
@@ -212,7 +215,7 @@ export const SCENARIOS: Record<string, Scenario> = {
     // The four jobs registered as a deploy from this repository would (the same -var), deployments done.
     setup: ({ sb }) => {
       const vault = ['-var=vault_secret=secret/data/cedra/prod', '-var=vault_auth=identity', '-var=vault_role=cedra-storefront']
-      for (const [job, file, ...vars] of [['agent-economique', 'agent.nomad', '-var=binary_path=/root/data/agent'], ['arangodb-agent-economique', 'arangodb.nomad'],
+      for (const [job, file, ...vars] of [['agent-economique', 'agent.nomad', '-var=binary_path=/root/data/agent', '-var=nodes=4f3c2b1a-7d6e-4c5b-9a8f-0e1d2c3b4a59'], ['arangodb-agent-economique', 'arangodb.nomad'],
         ['valkey', 'valkey.nomad', ...vault], ['cedra-storefront', 'cedra-storefront.nomad', '-var=image=registry.test/cedra/storefront', '-var=image_tag=aaaaaaaaaaaa', ...vault]]) {
         nomadDouble(sb, 'job', 'run', '-detach', ...vars, path.join(root, 'jobs', file))
         for (let i = 0; i < 3; i++) nomadDouble(sb, 'job', 'deployments', '-latest', '-json', job)
@@ -265,6 +268,7 @@ export function world(ctx: Ctx) {
       deployments: j.deployments.map((d: any) => `${d.ID} v${d.JobVersion} ${d.Status} promoted=${Object.values(d.TaskGroups).map((g: any) => g.Promoted)}`),
     }])),
     vars: Object.fromEntries(Object.entries(nomad.vars ?? {}).map(([p, v]: [string, any]) => [p, v.ModifyIndex])),
+    hostVolumes: (nomad.hostVolumes ?? []).map((v: any) => `${v.Name} ${v.NodeID} ${v.HostPath} ${v.ModifyIndex}`),
     secrets: Object.fromEntries(Object.entries(vault.secrets ?? {}).map(([p, s]: [string, any]) => [p, s.versions.length])),
     images: docker.images?.map((i: any) => `${i.ref} ${i.id}`) ?? [],
     pushed: docker.pushed ?? [],

@@ -109,12 +109,14 @@ export async function startSshd(config: string[] = []) {
   mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }) // privilege separation directory
 
   const port = await freePort()
-  const hostLine = (pub: string) => `[127.0.0.1]:${port} ${readFileSync(pub, 'utf8').split(' ').slice(0, 2).join(' ')}\n`
+  // The server answers on 127.0.0.1 and 127.0.0.2 (loopback both): two "hosts" for the multi-client tests.
+  const hostLine = (pub: string) => ['127.0.0.1', '127.0.0.2'].map((ip) => `[${ip}]:${port} ${readFileSync(pub, 'utf8').split(' ').slice(0, 2).join(' ')}\n`).join('')
   writeFileSync(f('known_hosts'), hostLine(f('host_key.pub')))
   writeFileSync(f('changed_known_hosts'), hostLine(f('other_host_key.pub')))
   writeFileSync(f('empty_known_hosts'), '')
   writeFileSync(f('sshd_config'), [
     `ListenAddress 127.0.0.1:${port}`,
+    `ListenAddress 127.0.0.2:${port}`,
     `HostKey ${f('host_key')}`,
     'PidFile none',
     'LogLevel VERBOSE',

@@ -225,7 +225,8 @@ export function reportOutcome(result: Outcome, { quiet = false } = {}): Outcome 
 
 /** The commands a dry run prints instead of running (one per line, copy-pasteable). */
 export function planCommands(nomad: Nomad, file: string, vars: Record<string, string> = {}) {
-  const v = Object.entries(vars).map(([k, val]) => ` ${shq(`-var=${k}=${val}`)}`).join('')
+  // A value that names a shell variable ($NODE_IDS) stays one for the shell that pastes it.
+  const v = Object.entries(vars).map(([k, val]) => ` ${val.includes('$') ? `"-var=${k}=${val}"` : shq(`-var=${k}=${val}`)}`).join('')
   const f = shq(shown(file))
   return [nomad.exportLine, `nomad job plan${v} ${f}`, `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach${v} ${f}`]
 }

@@ -28,6 +28,10 @@ export type Fields = {
   commit?: string
   binary?: { path: string; sha256?: string }
   host?: string
+  /** The ssh scripts, one entry per host. */
+  hosts?: { host: string; outcome: Outcome; message: string }[]
+  /** The Nomad node of each host. */
+  nodes?: { host: string; id: string; name: string }[]
   vaultPath?: string
   variable?: string
   next?: string[]

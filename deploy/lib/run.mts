@@ -110,9 +110,9 @@ async function stopChildren({ all }: { all: boolean }) {
 // Output that can no longer be written (EPIPE, EIO): nothing is written to it again.
 const closed = { stdout: false, stderr: false }
 export const stdoutClosed = () => closed.stdout
-/** One line on stderr, unless stderr is closed. */
+/** One line on stderr (redacted), unless stderr is closed. */
 function say(line: string) {
-  if (!closed.stderr) process.stderr.write(`${line}\n`)
+  if (!closed.stderr) process.stderr.write(`${redact(line)}\n`)
 }
 
 let stopping = false
@@ -180,7 +180,7 @@ export function installHandlers() {
   const onError = async (e: unknown) => {
     if (e instanceof Error && EXIT_REQUEST in e) process.exitCode = e[EXIT_REQUEST] as number
     else {
-      const line = `${currentStep} failed: ${redact(describe(e))}`
+      const line = redact(`${currentStep} failed: ${describe(e)}`)
       say(`✗ ${line}`)
       // A step whose child a signal stopped is not the reason the run ends: stopRun said that.
       if (!stopping) report({ message: line })

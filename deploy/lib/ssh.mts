@@ -13,18 +13,37 @@ import { readPem } from './tls.mts'
 
 const CONNECT_TIMEOUT = 10 // seconds: TCP connect and the ssh banner
 
-export type SshTarget = ReturnType<typeof sshTarget>
+export type SshTarget = { host: string; user: string; port: string; options: string[]; limit: number; destination: string; login: string }
 
-/** Check the DEPLOY_SSH_* configuration and the ssh client. */
-export function sshTarget(check: Checks) {
-  const host = check.need('DEPLOY_SSH_HOST')
+/**
+ * The hosts: DEPLOY_SSH_HOST for one, DEPLOY_SSH_HOSTS for several (separated by spaces or commas).
+ * The ssh scripts reach them; deploy_nomad and status only match them to Nomad nodes (no ssh).
+ */
+export function sshHosts(check: Checks): string[] {
+  const one = check.optional('DEPLOY_SSH_HOST')
+  const list = check.optional('DEPLOY_SSH_HOSTS')
+  if (one && list) check.problem('DEPLOY_SSH_HOST and DEPLOY_SSH_HOSTS are both set: keep one (DEPLOY_SSH_HOSTS for several hosts)')
+  if (process.env.DEPLOY_SSH_HOST === undefined && process.env.DEPLOY_SSH_HOSTS === undefined)
+    check.problem('DEPLOY_SSH_HOST is not set (or DEPLOY_SSH_HOSTS, for several hosts: host1,host2)')
+  const variable = list ? 'DEPLOY_SSH_HOSTS' : 'DEPLOY_SSH_HOST'
+  const hosts = list ? list.split(/[\s,]+/).filter(Boolean) : one ? [one] : []
+  for (const host of hosts) {
+    // A name or an IPv4 address, or an IPv6 address (::1, fe80::1); never anything ssh could read as an option.
+    if (!/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(host) && !/^[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*$/.test(host))
+      check.problem(`${variable}=${JSON.stringify(list ?? one)}${list ? `: ${JSON.stringify(host)}` : ''} must be a host name or address (letters, digits, . -, or an IPv6 address such as ::1; not starting with -)`)
+  }
+  const twice = hosts.filter((h, i) => hosts.indexOf(h) !== i)
+  if (twice.length) check.problem(`DEPLOY_SSH_HOSTS names ${[...new Set(twice)].join(', ')} more than once`)
+  return hosts
+}
+
+/** Check the DEPLOY_SSH_* configuration and the ssh client: the hosts, each reached with the same user, port, key and known_hosts. */
+export function sshTargets(check: Checks): SshTarget[] {
+  const hosts = sshHosts(check)
   const user = check.get('DEPLOY_SSH_USER', 'root')
   const port = check.get('DEPLOY_SSH_PORT', '22')
   const key = check.localPath('DEPLOY_SSH_KEY')
   const knownHosts = check.localPath('DEPLOY_SSH_KNOWN_HOSTS')
-  // A name or an IPv4 address, or an IPv6 address (::1, fe80::1); never anything ssh could read as an option.
-  if (host && !/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(host) && !/^[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*$/.test(host))
-    check.problem(`DEPLOY_SSH_HOST=${JSON.stringify(host)} must be a host name or address (letters, digits, . -, or an IPv6 address such as ::1; not starting with -)`)
   if (user && !/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(user))
     check.problem(`DEPLOY_SSH_USER=${JSON.stringify(user)} must be a plain user name (letters, digits, _ . -, not starting with -)`)
   if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) check.problem(`DEPLOY_SSH_PORT=${JSON.stringify(port)} must be a port number (1-65535)`)
@@ -42,9 +61,11 @@ export function sshTarget(check: Checks) {
     ...(key ? ['-i', key, '-o', 'IdentitiesOnly=yes'] : []),
     ...(knownHosts ? ['-o', `UserKnownHostsFile=${knownHosts}`] : []),
   ]
-  // What a person types to log in the same way (for the useful commands a script prints).
-  const login = ['ssh', '-p', port, ...(key ? ['-i', key] : []), ...(knownHosts ? ['-o', `UserKnownHostsFile=${knownHosts}`] : []), `${user}@${host}`].map(shq).join(' ')
-  return { host, user, port, options, limit, destination: `${user}@${host}`, login }
+  return hosts.map((host) => ({
+    host, user, port, options, limit, destination: `${user}@${host}`,
+    // What a person types to log in the same way (for the useful commands a script prints).
+    login: ['ssh', '-p', port, ...(key ? ['-i', key] : []), ...(knownHosts ? ['-o', `UserKnownHostsFile=${knownHosts}`] : []), `${user}@${host}`].map(shq).join(' '),
+  }))
 }
 
 /** The string the remote login shell parses: a FIXED script, its arguments POSIX-quoted as "$1" "$2"... */
