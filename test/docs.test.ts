@@ -388,6 +388,20 @@ exec ${JSON.stringify(process.execPath)} ${JSON.stringify(path.join(root, 'test/
     storefrontVersion(sb, 'aaaaaaaaaaaa')
     storefrontVersion(sb, 'bbbbbbbbbbbb') // its canary healthy, waiting for promotion
   }) },
+  // Several clients: each ssh host is matched to one ready, eligible Nomad node with the job's driver.
+  { key: 'is not a client of the Nomad cluster at', run: () => scenario('deploy_nomad.mts', [], () => ({ DEPLOY_SSH_HOST: '127.0.0.9' })) },
+  { key: 'Nomad nodes (…): give the host by the address', run: () => scenario('deploy_nomad.mts', [], (sb) => void sb.setState({ nodes: [{ Name: 'client-1', Address: '127.0.0.1' }, { Name: 'client-1-old', Address: '127.0.0.1', Status: 'down' }] })) },
+  { key: 'is not eligible for new allocations', run: () => scenario('deploy_nomad.mts', [], (sb) => void sb.setState({ nodes: [{ Name: 'client-1', Address: '127.0.0.1', SchedulingEligibility: 'ineligible' }] })) },
+  { key: 'has no healthy raw_exec driver', run: () => scenario('deploy_nomad.mts', [], (sb) => void sb.setState({ nodes: [{ Name: 'client-1', Address: '127.0.0.1', Drivers: { docker: {}, raw_exec: { Detected: true, Healthy: false } } }] })) },
+  {
+    key: 'already has the dynamic host volume', run: () => scenario('deploy_arango_volume.mts', [], (sb) => {
+      sb.setState({ nodes: [{ Name: 'client-1', Address: '127.0.0.1' }] })
+      const node = (JSON.parse(nomadCli(sb, 'node', 'status', '-json')) as { ID: string }[])[0].ID
+      execFileSync(path.join(sb.bin, 'nomad'), ['volume', 'register', '-'], { input: `type = "host"\nname = "arangodb_data"\nnode_id = "${node}"\nhost_path = "/srv/old-arangodb"\n`, env: { ...process.env, STUB_STATE: sb.state, NOMAD_ADDR: 'http://127.0.0.1:4646' } })
+      return server()
+    }),
+  },
+  { key: 'DEPLOY_SSH_HOST and DEPLOY_SSH_HOSTS are both set', run: () => scenario('deploy_nomad.mts', [], () => ({ DEPLOY_SSH_HOSTS: '127.0.0.1,127.0.0.2' })) },
   { key: 'host key has CHANGED', run: () => scenario('deploy_arango_volume.mts', [], () => server({ DEPLOY_SSH_KNOWN_HOSTS: sshd!.changedKnownHosts })) },
   { key: 'host key is not in known_hosts', run: () => scenario('deploy_valkey_volume.mts', [], () => server({ DEPLOY_SSH_KNOWN_HOSTS: sshd!.emptyKnownHosts })) },
   { key: 'authentication refused', run: () => scenario('deploy_arango_volume.mts', [], () => server({ DEPLOY_SSH_KEY: sshd!.strangerKey })) },
