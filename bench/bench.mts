@@ -56,7 +56,7 @@ for (const s of scripts) {
 // 1. Time to refusal, and 4. no needless redeploy ------------------------------------------------
 const stubEnv = (sb: ReturnType<typeof sandbox>, extra: Record<string, string> = {}) => ({
   PATH: `${sb.bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin`, HOME: sb.home, LANG: 'C.UTF-8', STUB_STATE: sb.state,
-  NOMAD_ADDR: 'http://127.0.0.1:4646', DEPLOY_POLL_SECONDS: '0.05', ...extra,
+  NOMAD_ADDR: 'http://127.0.0.1:4646', DEPLOY_POLL_SECONDS: '0.05', DEPLOY_SSH_HOST: '127.0.0.1', ...extra,
 })
 for (const script of ['deploy_nomad.mts', 'deploy_storefront.mts']) {
   if (!scripts.includes(script)) continue
@@ -96,8 +96,11 @@ try {
   const knownHosts = write(sb.dir, 'known_hosts', `[127.0.0.1]:${relay.port} ${hostKey}\n`)
   const user = USERS.bash
   const remote = path.join(userDir(user), `bench-${process.pid}`)
+  // The scripts ask Nomad (the double) which client the host is: one node at 127.0.0.1, no static volume.
+  sb.setState({ nodes: [{ Name: 'node-1', Address: '127.0.0.1' }] })
   const env = (extra: Record<string, string>) => ({
-    ...process.env, ...goEnv, HOME: sb.home, ...sshd.env(user), DEPLOY_SSH_PORT: String(relay.port), DEPLOY_SSH_KNOWN_HOSTS: knownHosts, ...extra,
+    ...process.env, ...goEnv, HOME: sb.home, PATH: `${sb.bin}:${process.env.PATH}`, STUB_STATE: sb.state, NOMAD_ADDR: 'http://127.0.0.1:4646',
+    ...sshd.env(user), DEPLOY_SSH_PORT: String(relay.port), DEPLOY_SSH_KNOWN_HOSTS: knownHosts, ...extra,
   })
   const cases: [string, Record<string, string>][] = [
     ['deploy_arango_volume.mts', { ARANGO_DATA_DIR: `${remote}/arango` }],
