@@ -174,6 +174,11 @@ describe('host volumes on Nomad 2.0: made over ssh, registered through the API',
     expect(vols.map((v) => v.NodeID).sort()).toEqual([nodeId('client-1'), nodeId('client-2')].sort())
     const result = await jsonResult(r.stdout)
     expect(result.hosts.map((h: any) => h.host)).toEqual(['127.0.0.1', '127.0.0.2'])
+    // Valkey asks for valkey_data by name: Nomad places it on one of the two nodes that have it, never on client-3.
+    const valkey = await sb.run('deploy_valkey.mts', [], { env: { VALKEY_DATA_DIR: `${base}/valkey_data` } })
+    expect(valkey.code, valkey.stderr).toBe(0)
+    const allocs = sb.readState().jobs.valkey.allocs as { NodeName: string; DesiredStatus: string }[]
+    expect(allocs.filter((a) => a.DesiredStatus === 'run').map((a) => a.NodeName)).toEqual([expect.stringMatching(/^client-[12]$/)])
   })
 
   it('on Nomad 1.6: no registration, the static block to add by hand, as before', async () => {
