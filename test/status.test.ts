@@ -95,6 +95,19 @@ describe('status', () => {
     expect(agent.detail).toMatch(/^version 1 failed \(deployment [0-9a-f]{8}: Failed due to unhealthy allocations - rolling back to job version 0\); version 2 runs the specification of version 0 again; a deploy would change it/)
   })
 
+  it('the agent\'s host is no client of the cluster, or unset: the agent is not planned, and says why', async () => {
+    await deployAll()
+    let r = await sb.run('status.mts', ['--json'], { env: { DEPLOY_SSH_HOST: '127.0.0.9' } })
+    expect(r.code).toBe(1)
+    let agent = (await jsonResult(r.stdout)).jobs[0]
+    expect(agent).toMatchObject({ job: 'agent-economique', state: 'unhealthy', wouldChange: null })
+    expect(agent.detail).toMatch(/^127\.0\.0\.9 is not a client of the Nomad cluster at http:\/\/127\.0\.0\.1:4646/)
+    r = await sb.run('status.mts', ['--json'], { env: { DEPLOY_SSH_HOST: undefined } })
+    expect(r.code).toBe(1)
+    agent = (await jsonResult(r.stdout)).jobs[0]
+    expect(agent).toMatchObject({ state: 'unknown', detail: 'DEPLOY_SSH_HOST (or DEPLOY_SSH_HOSTS) is not set: the agent job is constrained to its hosts, so it cannot be planned' })
+  })
+
   it('a token the cluster refuses: exit 2, refused', async () => {
     sb.setState({ mode: 'forbidden' })
     const r = await sb.run('status.mts', ['--json'])
