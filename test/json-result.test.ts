@@ -87,7 +87,9 @@ describe('deploys: job, version, deployment, image and commit, and the outcome t
     expect(await jsonResult(r.stdout)).toMatchObject({ outcome: 'deployed', exitCode: 0, job: 'cedra-storefront', version: 1, acted: true })
   })
 
-  it('a failed deployment: outcome failed, exit 1, the reason in the message', async () => {
+  // api.AllocationListStub (DeploymentStatus, TaskStates) is the same at every supported version (api/allocations.go@v1.6.10, @v2.0.5).
+  it.each(['1.6.10', '2.0.5'])('Nomad %s: a failed deployment: outcome failed, exit 1, the reason in the message, the allocation that failed it', async (version) => {
+    sb.setState({ version })
     expect((await sb.run('deploy_nomad.mts')).code).toBe(0)
     sb.setState({ outcome: 'failed' })
     const r = await sb.run('deploy_nomad.mts', ['--json'], { env: { AGENT_BINARY_NAME: 'agent2' } })

@@ -114,7 +114,9 @@ describe('the agent: its binary on two clients, the job pinned to their nodes', 
 describe('host volumes on Nomad 2.0: made over ssh, registered through the API', () => {
   const arango = () => ({ ...sshd.env(USERS.dash), ARANGO_DATA_DIR: `${base}/arangodb_data` })
 
-  it('the directory is created and registered as the dynamic host volume of client-1 (no client restart), ArangoDB is placed on it; a second run changes nothing', async () => {
+  // Dynamic host volumes exist from 1.10.0 (command/volume_register_host.go@v1.10.5 and @v2.0.5).
+  it.each(['1.10.5', '2.0.5'])('Nomad %s: the directory is created and registered as the dynamic host volume of client-1 (no client restart), ArangoDB is placed on it; a second run changes nothing', async (version) => {
+    sb.setState({ version })
     const dir = `${base}/arangodb_data`
     let r = await sb.run('deploy_arango_volume.mts', ['--json'], { env: arango() })
     expect(r.code, r.stderr).toBe(0)

@@ -5,7 +5,7 @@
 import { writeSync } from 'node:fs'
 import path from 'node:path'
 
-export const SCHEMA = 'nomad-deploy-kit/result/v1'
+const SCHEMA = 'nomad-deploy-kit/result/v1'
 
 /** The outcomes, by exit code: 0 the first seven, 1 failed/timeout/drift, 2 refused, 129-143 interrupted. */
 export type Outcome = 'deployed' | 'canary-waiting' | 'unchanged' | 'done' | 'planned' | 'dry-run' | 'in-sync'
@@ -52,10 +52,6 @@ export function report(more: Fields) {
 /** Collect a warning for the result (it is printed on stderr by the caller). */
 export function reportWarning(text: string) {
   ;(fields.warnings ??= []).push(text)
-}
-
-export function jsonWanted(): boolean {
-  return json
 }
 
 /**

@@ -79,7 +79,7 @@ ${targets.map((t) => `  ${t.login} ls -ld ${dir}`).join('\n')}
 }
 
 /** The commands a dry run of a volume script prints (the second runs only when needed). */
-export function volumeCommands(target: SshTarget, dir: string): string[] {
+function volumeCommands(target: SshTarget, dir: string): string[] {
   return sshDryRun(target, [
     { name: 'LOOK', what: `what is at ${dir}: "absent", "dir MODE" or "other" (reads only)`, script: LOOK_DIR, args: [dir] },
     { name: 'MAKE', what: `create ${dir}, mode 755 (a real run: only when LOOK says absent or another mode)`, script: MAKE_DIR, args: [dir] },
@@ -87,7 +87,7 @@ export function volumeCommands(target: SshTarget, dir: string): string[] {
 }
 
 /** What is at `dir` on the server: "absent" or "dir MODE"; something else there is refused (exit 2). */
-export async function lookAtVolume(ssh: Ssh, target: SshTarget, dir: string, variable: string): Promise<string> {
+async function lookAtVolume(ssh: Ssh, target: SshTarget, dir: string, variable: string): Promise<string> {
   const look = await ssh.run(LOOK_DIR, [dir])
   if (!look.ok) fail(`looking at ${dir} on ${target.destination}: ${ssh.why(look)}`)
   if (!look.framed) refuse([unframed(target)])
@@ -98,10 +98,10 @@ export async function lookAtVolume(ssh: Ssh, target: SshTarget, dir: string, var
   return state
 }
 
-export type Done = { outcome: 'done' | 'unchanged'; message: string }
+type Done = { outcome: 'done' | 'unchanged'; message: string }
 
 /** Create `dir` with mode 755 (or fix its mode); idempotent: says so when nothing had to change. */
-export async function makeVolume(ssh: Ssh, target: SshTarget, dir: string, state: string): Promise<Done> {
+async function makeVolume(ssh: Ssh, target: SshTarget, dir: string, state: string): Promise<Done> {
   if (state === 'dir 755') return { outcome: 'unchanged', message: `${dir} already exists on ${target.destination} with mode 755: nothing changed` }
   report({ acted: true })
   step(state === 'absent' ? `Create ${dir} on ${target.host} (mode 755)` : `Set mode 755 on ${dir} on ${target.host} (was ${state.slice(4)})`)
@@ -111,13 +111,13 @@ export async function makeVolume(ssh: Ssh, target: SshTarget, dir: string, state
 }
 
 /** What Nomad has for the volume on a node: a dynamic host volume, a static one, or none. */
-export type Known = { kind: 'dynamic'; id: string; path: string } | { kind: 'static'; path: string } | { kind: 'none' }
+type Known = { kind: 'dynamic'; id: string; path: string } | { kind: 'static'; path: string } | { kind: 'none' }
 
 /**
  * Nomad 1.10+: what each node already has under the volume's name (read-only). The name on another
  * path is refused (exit 2): a job would mount that directory, not this one.
  */
-export async function knownVolumes(nomad: Nomad, nodes: Map<string, Node>, volume: string, dir: string, variable: string): Promise<Map<string, Known>> {
+async function knownVolumes(nomad: Nomad, nodes: Map<string, Node>, volume: string, dir: string, variable: string): Promise<Map<string, Known>> {
   // No volume at all: nothing on stdout, "No dynamic host volumes" on stderr (command/volume_status_host.go@v2.0.5).
   const list = await nomadJson<{ ID: string; Name: string; NodeID: string }[] | undefined>(nomad, ['volume', 'status', '-type', 'host', '-json'])
   const known = new Map<string, Known>()
@@ -146,7 +146,7 @@ export async function knownVolumes(nomad: Nomad, nodes: Map<string, Node>, volum
  * with a spec naming the node and the path; no client restart). Idempotent: a volume already there
  * on that path, dynamic or static, is "nothing changed".
  */
-export async function registerVolume(nomad: Nomad, host: string, node: Node, volume: string, dir: string, known: Known): Promise<Done> {
+async function registerVolume(nomad: Nomad, host: string, node: Node, volume: string, dir: string, known: Known): Promise<Done> {
   if (known.kind === 'dynamic') return { outcome: 'unchanged', message: `Nomad node ${node.Name} already has the dynamic host volume "${volume}" at ${dir} (${known.id.slice(0, 8)}): nothing registered` }
   if (known.kind === 'static') return { outcome: 'unchanged', message: `Nomad node ${node.Name} declares "${volume}" at ${dir} in its client configuration (a static host volume): nothing registered` }
   report({ acted: true })
@@ -162,7 +162,7 @@ export async function registerVolume(nomad: Nomad, host: string, node: Node, vol
 }
 
 /** The dynamic host volume's spec (command/volume_register_host.go@v2.0.5: node_id and host_path, no plugin). */
-export function volumeSpec(volume: string, nodeId: string, dir: string): string {
+function volumeSpec(volume: string, nodeId: string, dir: string): string {
   return `type      = "host"
 name      = ${JSON.stringify(volume)}
 node_id   = ${JSON.stringify(nodeId)}
@@ -176,7 +176,7 @@ capability {
 }
 
 /** The dry run's registration lines (Nomad 1.10+), as comments: the node's ID is known only to a real run. */
-export function registerCommands(volume: string, dir: string): string[] {
+function registerCommands(volume: string, dir: string): string[] {
   return [`# Nomad 1.10+: then register ${dir} as the dynamic host volume "${volume}" of each host's node`,
     '# (NODE_ID: the node whose Address, or else Name, is the host: nomad node status -json), unless it is there already:',
     ...[`cat > ${shq(`${volume}.volume.hcl`)} <<EOF`, ...volumeSpec(volume, '$NODE_ID', dir).trimEnd().split('\n'), 'EOF', `nomad volume register ${shq(`${volume}.volume.hcl`)}`].map((l) => `#   ${l}`)]
@@ -190,7 +190,7 @@ export function volumeReminder(nomad: Nomad, volume: string, dir: string, script
 }
 
 /** The client configuration a person adds by hand for a host volume (Nomad 1.6-1.9; no script ever applies it). */
-export function hostVolumeBlock(volume: string, dir: string, host = 'the client that runs the job'): string {
+function hostVolumeBlock(volume: string, dir: string, host = 'the client that runs the job'): string {
   return `Add by hand to /etc/nomad.d/nomad.hcl on ${host}, inside its client block (no script does this):
   client {
     host_volume "${volume}" {
