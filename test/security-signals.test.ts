@@ -173,6 +173,27 @@ describe.concurrent('6e. a write under way when npx is stopped never lands after
   })
 })
 
+describe.concurrent('6f. a signal that arrives as a step\'s command succeeds: the next command is never started', () => {
+  // The window between a child's success and the next spawn: the step goes on while the run stops (its
+  // cleanups and the children's kill take a moment). Only the cleanups may start a command by then.
+  const cases = [
+    { script: 'deploy_nomad.mts', after: 'job plan', never: 'job run', env: {}, written: (sb: Ctx['sb']) => Boolean(sb.readState().jobs?.['agent-economique']) },
+    { script: 'put_arangodb_password.mts', after: 'var get', never: 'var put', env: { ARANGO_ROOT_PASSWORD: 'late-canary-password-1' }, written: (sb: Ctx['sb']) => Object.keys(sb.readState().vars ?? {}).length > 0 },
+  ] as const
+  it.for(cases)('$script: SIGTERM as `nomad $after` ends: exit 143, no `nomad $never`, nothing written', async (c, { expect }) => {
+    for (let round = 0; round < 3; round++) {
+      const sb = sandbox()
+      const run = sb.run(c.script, [], { env: c.env, onStart: (pid) => sb.setState({ signalAfter: { cmd: c.after, signal: 'SIGTERM', pid } }) })
+      const r = await run
+      expect(r.code, r.stderr).toBe(143)
+      expect(sb.commands('nomad').some((x) => x.startsWith(c.after)), 'the signal came from that command').toBe(true)
+      await new Promise((res) => setTimeout(res, 300)) // a command started late would be under way by now
+      expect(sb.commands('nomad').filter((x) => x.startsWith(c.never)), r.stderr).toEqual([])
+      expect(c.written(sb)).toBe(false)
+    }
+  })
+})
+
 describe.concurrent('6c. SIGKILL: the ssh connection dies with the script', () => {
   const ssh = SCRIPTS.filter((s) => scenarioOf(s).kind === 'ssh')
   it.for(ssh)('%s, SIGKILL while a remote command runs: no ssh process of the run 2 s later, its control directory removed', async (script, { expect, onTestFinished }) => {

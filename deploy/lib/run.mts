@@ -10,6 +10,7 @@
 //   11): the run watches that chain and stops as on SIGHUP (129) when a link of it goes away;
 // - a closed stdout or stderr (a reader that exits, a runner that drops the log): the run stops at
 //   once, without writing again, with exit 141 (128 + SIGPIPE, as a shell reports it).
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { spawnSync, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { $, ProcessOutput } from 'zx'
@@ -73,13 +74,16 @@ const cleanups: (() => unknown)[] = []
 export function onExit(fn: () => unknown) {
   cleanups.push(fn)
 }
+// The cleanups run in this context: once the run is stopping, only they may start a child.
+const inCleanup = new AsyncLocalStorage<true>()
 // One cleanup run, shared by every way out (a failure and a signal can race): each waits for it.
 let cleaning: Promise<void> | undefined
 function runCleanups(): Promise<void> {
   cleaning ??= (async () => {
     while (cleanups.length) {
       try {
-        await cleanups.pop()!()
+        const fn = cleanups.pop()!
+        await inCleanup.run(true, fn)
       } catch (e) {
         say(`warning: cleanup failed: ${redact((e as Error).message)}`)
       }
@@ -106,6 +110,10 @@ async function stopChildren({ all }: { all: boolean }) {
   for (let i = 0; i < 16 && targets().length; i++) await new Promise((r) => setTimeout(r, 50))
   await Promise.allSettled(targets().map((c) => $.kill(c.pid!, 'SIGKILL')))
 }
+/** The last word, synchronous (nothing can start after it): SIGKILL to the process group of every child left. */
+function killChildGroups() {
+  for (const c of children) if (c.pid) try { process.kill(-c.pid, 'SIGKILL') } catch { /* gone */ }
+}
 
 // Output that can no longer be written (EPIPE, EIO): nothing is written to it again.
 const closed = { stdout: false, stderr: false }
@@ -128,6 +136,7 @@ async function stopRun(message: string, code: number) {
   await stopChildren({ all: false })
   await runCleanups()
   await stopChildren({ all: true })
+  killChildGroups()
   process.exit(code)
 }
 
@@ -169,8 +178,11 @@ export function installHandlers() {
     lastCommand = cmd
   }
   // Track every child so that every way out can end it with its whole process tree.
+  // Once the run is stopping, a step whose child ended just before the signal must not start the next
+  // command (a `nomad job run` after Ctrl-C): only the cleanups may still start one; the step fails.
   const spawnChild = $.spawn
   $.spawn = ((...args: Parameters<typeof $.spawn>) => {
+    if (stopping && !inCleanup.getStore()) throw new Error('not started: the run is stopping')
     const child = spawnChild(...args)
     children.add(child)
     child.once('exit', () => children.delete(child))

@@ -85,3 +85,12 @@ export function unlock(tool) {
   const file = path.join(dir, `${tool}.lock`)
   try { if (readFileSync(file, 'utf8') === String(process.pid)) unlinkSync(file) } catch {}
 }
+
+/**
+ * The signalAfter knob, { cmd, signal, pid }: when this call of `cmd` ends, it sends `signal` to `pid`
+ * (the script under test), so that the signal arrives just as the step's command has succeeded.
+ */
+export function signalAfter(cmd, knob) {
+  if (!knob || knob.cmd !== cmd) return
+  process.on('exit', () => { try { process.kill(knob.pid, knob.signal) } catch {} })
+}

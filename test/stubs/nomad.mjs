@@ -26,6 +26,7 @@
 //   barrier: { "job plan": 2 } — a call of that subcommand waits until that many calls of it have
 //            arrived, so that concurrent deploys all read the same state (e.g. the same modify index)
 //   slow: { "var put": 3 } — that subcommand waits so many seconds before it acts (a slow server)
+//   signalAfter: { cmd: "job plan", signal: "SIGTERM", pid: N } — that call, as it ends, signals N
 //   version / cliVersion: see above
 //   nodeRead: false — the token may not read the servers (server members answers 403)
 //   vaultDefaultIdentity: true — (1.7-1.9) the servers set vault.default_identity (workload identity)
@@ -49,7 +50,7 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
-import { barrier, err, hang, lock, logCall, out, readState, slowDown, unlock, writeState } from './common.mjs'
+import { barrier, err, hang, lock, logCall, out, readState, signalAfter, slowDown, unlock, writeState } from './common.mjs'
 import { allocations } from './nomad-allocs.mjs'
 import { dryRunLines, evalExpr, evaluation, fingerprintVolumes, hclItems, metricsLines, nodeCommands, placementSpec } from './nomad-nodes.mjs'
 
@@ -136,6 +137,7 @@ const method = cmd === 'volume register' ? 'Put' : 'Get'
 await barrier('nomad', cmd, state.barrier?.[cmd])
 await slowDown(cmd, state.slow?.[cmd])
 if (state.mode === 'hang') await hang()
+signalAfter(cmd, state.signalAfter)
 lock('nomad')
 state = load()
 const lead = NEW_API.includes(cmd) ? '' : 'Error: '
