@@ -27,6 +27,9 @@ export type Fields = {
   image?: string
   commit?: string
   binary?: { path: string; sha256?: string }
+  tag?: string
+  release?: { job: string; version: number; action: 'deploy' | 'revert'; outcome: string; when: string; by: string; commit?: string; image?: string; sha256?: string; path?: string; tag?: string; deployment?: string; kit?: string }
+  releases?: { version: number; tag?: string | null; commit?: string | null; image?: string | null; sha256?: string | null; submitted?: string; stable?: boolean; current?: boolean; kept?: boolean }[]
   host?: string
   /** The ssh scripts, one entry per host. */
   hosts?: { host: string; outcome: Outcome; message: string }[]
