@@ -1,6 +1,8 @@
 # Agent Economique: the Go agent, compiled and uploaded by deploy/deploy_binary.mts, run by raw_exec.
-# The binary path is passed by deploy/deploy_nomad.mts from AGENT_REMOTE_DIR and AGENT_BINARY_NAME,
-# the same settings deploy_binary uploads to, so the two cannot drift.
+# Each build is a file of its own, named by its content: AGENT_REMOTE_DIR/AGENT_BINARY_NAME-<sha256>.
+# deploy/deploy_nomad.mts passes that exact path and its sha256 (and the source commit) as variables,
+# so a new binary is a new job version: Nomad rolls it out with its health gate and auto_revert, and
+# reverting a version brings its binary back (its file is still on the client).
 # raw_exec must be enabled on the client (printed by deploy_nomad, never applied by a script), and it
 # cannot mount host volumes: the agent keeps its files under its own directory.
 # The job runs only on the clients that hold the binary: deploy_nomad passes their node IDs (those of
@@ -9,6 +11,18 @@
 variable "binary_path" {
   type        = string
   description = "Absolute path of the agent binary on the client (AGENT_REMOTE_DIR/AGENT_BINARY_NAME)"
+}
+
+variable "binary_sha256" {
+  type        = string
+  default     = ""
+  description = "The sha256 of that binary (its file name says it too), kept in the job's meta"
+}
+
+variable "commit" {
+  type        = string
+  default     = ""
+  description = "The source commit the binary was built from (unknown: empty)"
 }
 
 variable "nodes" {
@@ -24,6 +38,12 @@ variable "datacenters" {
 job "agent-economique" {
   datacenters = var.datacenters
   type        = "service"
+
+  # What this version runs: read by deploy_nomad (to re-apply it), revert_agent and status.
+  meta {
+    binary_sha256 = var.binary_sha256
+    commit        = var.commit
+  }
 
   group "agent" {
     count = 1

@@ -91,7 +91,7 @@ export async function versionAfter(nomad: Nomad, job: string, index: number): Pr
   return versions.filter((v) => v.JobModifyIndex > index).sort((a, b) => a.Version - b.Version)[0]?.Version
 }
 
-export type Outcome = { outcome: 'successful' | 'canary' | 'failed' | 'timeout' | 'none'; line: string; deployment?: string; allocation?: Allocation }
+export type Outcome = { outcome: 'successful' | 'canary' | 'failed' | 'timeout' | 'none'; line: string; deployment?: string; allocation?: Allocation; version?: number }
 type Allocation = { id: string; task: string; event?: string }
 
 /**
@@ -202,7 +202,7 @@ export async function deployPlanned(nomad: Nomad, plan: Plan, timeoutSeconds: nu
   step(`Follow the deployment of ${plan.job} version ${version}`)
   const result = reportOutcome(await followDeployment(nomad, plan.job, version, timeoutSeconds))
   if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
-  return result
+  return { ...result, version }
 }
 
 /**

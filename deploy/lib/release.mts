@@ -253,9 +253,15 @@ async function tryLock(nomad: Nomad, job: string, spec: string): Promise<true | 
     void proc.then(() => resolve(false))
   })
   if (locked) {
+    // The lock lives in the background: it must not keep the run alive, only end with it.
+    const child = proc.child
+    child?.unref()
+    for (const stream of [child?.stdin, child?.stdout, child?.stderr]) (stream as { unref?: () => void } | null | undefined)?.unref?.()
     onExit(async () => {
-      proc.stdin.end()
-      await Promise.race([proc, new Promise((r) => setTimeout(r, nomad.limit * 1000))])
+      proc.stdin.end() // the child's `cat` ends, nomad releases the lock and exits
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([proc, new Promise((r) => (timer = setTimeout(r, nomad.limit * 1000)))])
+      clearTimeout(timer)
     })
     return true
   }
@@ -284,4 +290,23 @@ export async function concludeRelease(nomad: Nomad, r: Omit<Release, 'when' | 'b
   const release: Release = { ...r, ...(tagged ? { tag: tagged } : {}), when: new Date().toISOString(), by: whoAmI() }
   await recordRelease(nomad, release, keep)
   return release
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent's releases (deploy_binary, deploy_nomad, revert_agent): binaries named by their content
+
+/** A build deploy_binary recorded (item binaries of the record), newest first: where it is kept. */
+export type Binary = { sha256: string; commit?: string; uploaded: string; by: string; hosts: string[] }
+
+/** The sha256 of the binary a version of the agent's job runs: its meta, else the release name in its command. */
+export function agentSha(v: JobVersion): string | undefined {
+  const meta = v.Meta?.binary_sha256
+  if (meta && /^[0-9a-f]{64}$/.test(meta)) return meta
+  const command = (v.TaskGroups ?? []).flatMap((g) => g.Tasks ?? []).map((t) => t.Config?.command).find(Boolean)
+  return command?.match(/-([0-9a-f]{64})$/)?.[1]
+}
+
+/** The binary path a version of the agent's job runs (its raw_exec command). */
+export function agentPath(v: JobVersion): string | undefined {
+  return (v.TaskGroups ?? []).flatMap((g) => g.Tasks ?? []).map((t) => t.Config?.command).find(Boolean)
 }
