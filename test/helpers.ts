@@ -90,6 +90,10 @@ export function sandbox() {
       }
       return only
     },
+    /** Call the nomad double directly (as an operator at a terminal would), outside any script: its stdout. */
+    nomad(...args: string[]): string {
+      return execFileSync(path.join(bin, 'nomad'), args, { env: { ...process.env, STUB_STATE: state, NOMAD_ADDR: baseEnv.NOMAD_ADDR }, encoding: 'utf8' })
+    },
     /**
      * Run `deploy/<script>` as a user does (node + tsx, or through `launcher`), with the sandbox env file
      * unless the args name one. Resolves when the process ends; `onStart` gets the child (for signals).
@@ -138,6 +142,23 @@ export function sandbox() {
 }
 
 export type Sandbox = ReturnType<typeof sandbox>
+
+/** A sha256 for the agent builds the tests stage (any 64 hex digits: the doubles never read the file). */
+export const AGENT_SHA = 'a9e1c0d4b5f6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6'
+/**
+ * A build deploy_binary recorded, as it records it: the Nomad Variable nomad/jobs/agent-economique/releases,
+ * item binaries (newest first), in the nomad double's state. deploy_nomad deploys it from there.
+ */
+export function stageBinary(sb: Sandbox, sha = AGENT_SHA, { commit = '0123456789ab', hosts = ['127.0.0.1'] } = {}) {
+  const path = 'nomad/jobs/agent-economique/releases'
+  const state = sb.readState()
+  const vars = state.vars ?? {}
+  const index = Math.max(Number(state.index ?? 10), 10) + 1
+  const before = vars[path]?.Items?.binaries ? JSON.parse(vars[path].Items.binaries) : []
+  const binaries = [{ sha256: sha, commit, uploaded: new Date().toISOString(), by: 'test@laptop', hosts }, ...before.filter((b: { sha256: string }) => b.sha256 !== sha)]
+  vars[path] = { Namespace: 'default', Path: path, CreateIndex: vars[path]?.CreateIndex ?? index, ModifyIndex: index, CreateTime: 1, ModifyTime: 1, Items: { ...vars[path]?.Items, binaries: JSON.stringify(binaries) } }
+  sb.setState({ index, vars })
+}
 
 /** Parse an HCL2 file with HashiCorp's own parser (compiled to WebAssembly). */
 export async function parseHcl(file: string): Promise<any> {
