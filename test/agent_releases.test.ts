@@ -133,8 +133,10 @@ describe('agent releases: each build a file, each deploy a job version, any kept
     expect((await deployNomad()).code).toBe(0)
     let r = await revertAgent(['--list'])
     expect(r.code, r.stderr).toBe(0)
-    expect(r.stdout).toMatch(new RegExp(`^1\\s+agent-${v2.slice(0, 12)}\\s+${v2.slice(0, 12)}\\s+.*yes\\s+kept\\s+\\(current\\) \\(last good\\)$`, 'm'))
-    expect(r.stdout).toMatch(new RegExp(`^0\\s+agent-${v1.slice(0, 12)}\\s+${v1.slice(0, 12)}\\s+`, 'm'))
+    // With --json the table goes to stderr, and the list is the result's `releases`.
+    expect(r.stderr).toMatch(new RegExp(`^1\\s+agent-${v2.slice(0, 12)}\\s+${v2.slice(0, 12)}\\s+.*yes\\s+kept\\s+\\(current\\) \\(last good\\)$`, 'm'))
+    expect(r.stderr).toMatch(new RegExp(`^0\\s+agent-${v1.slice(0, 12)}\\s+${v1.slice(0, 12)}\\s+`, 'm'))
+    expect((await jsonResult(r.stdout)).releases.map((x: { version: number; tag: string; current: boolean }) => [x.version, x.tag, x.current])).toEqual([[1, `agent-${v2.slice(0, 12)}`, true], [0, `agent-${v1.slice(0, 12)}`, false]])
     r = await revertAgent()
     expect(r.code, r.stderr).toBe(0)
     expect(current()).toMatchObject({ version: 2, sha: v1 })
