@@ -4,45 +4,64 @@ import { spawn } from 'node:child_process'
 import { cpSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { baseEnv, makeCerts, NODE_ID, root, sandbox, write, type Sandbox } from './helpers.ts'
+import { AGENT_SHA, baseEnv, makeCerts, NODE_ID, root, sandbox, stageBinary, write, type Sandbox } from './helpers.ts'
 
 const SCRIPT = 'deploy_nomad.mts'
 const JOBFILE = path.join(root, 'jobs/agent.nomad')
 let sb: Sandbox
 beforeEach(() => {
   sb = sandbox()
+  stageBinary(sb) // what deploy_binary records: the build to deploy (test/agent_releases.test.ts runs both for real)
 })
+const plans = () => sb.commands('nomad').filter((c) => c.startsWith('job plan'))
+/** The job variables for the staged build at AGENT_REMOTE_DIR/AGENT_BINARY_NAME. */
+const VARS = (dir = '/root/data', name = 'agent', sha = AGENT_SHA) => `-var=binary_path=${dir}/${name}-${sha} -var=binary_sha256=${sha} -var=commit=0123456789ab -var=nodes=${NODE_ID}`
 
 describe('deploy_nomad: the main path', () => {
-  it('plans, runs with the plan\'s check-index, follows the deployment to success', async () => {
+  it('plans, runs with the plan\'s check-index, follows the deployment to success, tags and records it, under the job\'s lock', async () => {
     const r = await sb.run(SCRIPT)
     expect(r.stderr).not.toMatch(/✗/)
     expect(r.code).toBe(0)
-    expect(sb.commands('nomad')).toEqual([
-      `job plan -var=binary_path=/root/data/agent -var=nodes=${NODE_ID} ${JOBFILE}`,
-      `job run -check-index 0 -detach -var=binary_path=/root/data/agent -var=nodes=${NODE_ID} ${JOBFILE}`,
+    expect(sb.commands('nomad').map((c) => c.replace(/@\S+\/holder\.json/, '@HOLDER'))).toEqual([
+      'job history -json agent-economique',
+      'var get -out json nomad/jobs/agent-economique/releases',
+      'var lock -early-return -shell=false nomad/jobs/agent-economique/lock @HOLDER sh -c echo locked; exec cat >/dev/null',
+      `job plan ${VARS()} ${JOBFILE}`,
+      `job run -check-index 0 -detach ${VARS()} ${JOBFILE}`,
       'job history -json agent-economique',
       'job deployments -latest -json agent-economique',
       'job deployments -latest -json agent-economique',
+      'job history -json agent-economique',
+      `job tag apply -name agent-${AGENT_SHA.slice(0, 12)} -description sha256 ${AGENT_SHA}, commit 0123456789ab -version 0 agent-economique`,
+      'var get -out json nomad/jobs/agent-economique/releases',
+      'var put -check-index 11 -in=json -out=none -',
     ])
     expect(r.stdout).toMatch(/^agent-economique version 0: deployment [0-9a-f]{8} successful/m)
+    expect(r.stdout).toContain(`Now runs: agent-${AGENT_SHA.slice(0, 12)} (commit 0123456789ab), tagged agent-${AGENT_SHA.slice(0, 12)}`)
     expect(r.stdout).toContain('plugin "raw_exec" { config { enabled = true } }')
     expect(r.stdout).toContain('nomad alloc logs -f -job agent-economique')
+    // The record: this release first, no secret in it; the lock is gone with the run.
+    const state = sb.readState()
+    const history = JSON.parse(state.vars['nomad/jobs/agent-economique/releases'].Items.history)
+    expect(history).toEqual([expect.objectContaining({ job: 'agent-economique', version: 0, action: 'deploy', outcome: 'deployed', sha256: AGENT_SHA, commit: '0123456789ab', tag: `agent-${AGENT_SHA.slice(0, 12)}`, by: expect.stringMatching(/@/) })])
+    expect(state.vars['nomad/jobs/agent-economique/lock']?.Lock ?? null).toBeNull()
   })
 
-  it('takes the binary path from AGENT_REMOTE_DIR and AGENT_BINARY_NAME (the same settings as deploy_binary)', async () => {
+  it('deploys the exact release file under AGENT_REMOTE_DIR/AGENT_BINARY_NAME (the same settings as deploy_binary)', async () => {
     const r = await sb.run(SCRIPT, [], { env: { AGENT_REMOTE_DIR: '/srv/agent/', AGENT_BINARY_NAME: 'agent-v2' } })
     expect(r.code).toBe(0)
-    expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/srv/agent/agent-v2 -var=nodes=${NODE_ID} ${JOBFILE}`)
+    expect(plans()).toEqual([`job plan ${VARS('/srv/agent', 'agent-v2')} ${JOBFILE}`])
   })
 
-  it('does not run the job when the plan shows no change, and says so', async () => {
+  it('does not run the job when the plan shows no change (cron: what runs, applied again), and says what runs', async () => {
     expect((await sb.run(SCRIPT)).code).toBe(0)
     const before = sb.commands('nomad').length
     const r = await sb.run(SCRIPT)
     expect(r.code).toBe(0)
     expect(r.stdout).toContain('agent-economique is already up to date (the plan shows no change): nothing was run')
-    expect(sb.commands('nomad').slice(before)).toEqual([`job plan -var=binary_path=/root/data/agent -var=nodes=${NODE_ID} ${JOBFILE}`])
+    expect(r.stdout).toContain(`Runs: agent-${AGENT_SHA.slice(0, 12)} (commit 0123456789ab)`)
+    expect(r.stderr).toContain('what runs now, applied again')
+    expect(sb.commands('nomad').slice(before).filter((c) => /^job (plan|run|tag)|^var put/.test(c))).toEqual([`job plan ${VARS()} ${JOBFILE}`])
     expect(sb.readState().jobs['agent-economique'].versions).toHaveLength(1)
   })
 
@@ -51,7 +70,9 @@ describe('deploy_nomad: the main path', () => {
     sb.setState({ inplace: true })
     const r = await sb.run(SCRIPT, [], { env: { AGENT_BINARY_NAME: 'agent2' } })
     expect(r.code).toBe(0)
-    expect(sb.commands('nomad')).toContain(`job run -check-index 11 -detach -var=binary_path=/root/data/agent2 -var=nodes=${NODE_ID} ${JOBFILE}`)
+    // The plan's modify index (the tag and the record moved the cluster's index on meanwhile).
+    const index = sb.readState().jobs['agent-economique'].versions[0].jobModifyIndex
+    expect(sb.commands('nomad').filter((c) => c.startsWith('job run')).at(-1)).toBe(`job run -check-index ${index} -detach ${VARS('/root/data', 'agent2')} ${JOBFILE}`)
   })
 
   it('stops without overwriting when the job changed between plan and run (check-index)', async () => {
@@ -64,10 +85,51 @@ describe('deploy_nomad: the main path', () => {
     expect(versions.map((v: { key: string }) => v.key).at(-1)).toBe('someone-else')
   })
 
+  it('two deploys of the job at once: one runs, the other is refused (exit 2) with who holds the lock, nothing half-done', async () => {
+    sb.setState({ polls: 20 }) // a deployment that lasts a moment
+    const runs = await Promise.all([sb.run(SCRIPT), sb.run(SCRIPT)])
+    expect(runs.map((r) => r.code).sort()).toEqual([0, 2])
+    const refused = runs.find((r) => r.code === 2)!
+    expect(refused.stderr).toMatch(/another run holds the lock of agent-economique \(\S+@\S+ via|\S+@\S+, running deploy_nomad, since \d{4}-/)
+    expect(refused.stderr).toContain('nothing was changed')
+    expect(sb.commands('nomad').filter((c) => c.startsWith('job run'))).toHaveLength(1)
+    expect(sb.readState().jobs['agent-economique'].versions).toHaveLength(1)
+    // The lock went with the run that held it: the next deploy takes it.
+    expect((await sb.run(SCRIPT)).code).toBe(0)
+  })
+
+  it('DEPLOY_LOCK_WAIT: the second deploy waits for the first, then finds nothing to change', async () => {
+    sb.setState({ polls: 40 })
+    const first = sb.run(SCRIPT)
+    await new Promise((r) => setTimeout(r, 1500))
+    const second = await sb.run(SCRIPT, [], { env: { DEPLOY_LOCK_WAIT: '60' } })
+    expect((await first).code).toBe(0)
+    expect(second.code, second.stderr).toBe(0)
+    expect(second.stderr).toMatch(/is held by .*: waiting up to 60s \(DEPLOY_LOCK_WAIT\)/)
+    expect(second.stdout).toContain('already up to date')
+  })
+
+  it('refuses when nothing was uploaded and nothing runs (exit 2, names deploy_binary)', async () => {
+    const fresh = sandbox()
+    const r = await fresh.run(SCRIPT)
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('nothing to deploy: agent-economique is not deployed and no build is recorded in nomad/jobs/agent-economique/releases: run npx tsx deploy/deploy_binary.mts first')
+    expect(fresh.commands('nomad').filter((c) => /^job (plan|run)|^var (lock|put)/.test(c))).toEqual([])
+  })
+
+  it('refuses a build that is not on every host of DEPLOY_SSH_HOSTS (exit 2)', async () => {
+    const other = sandbox()
+    stageBinary(other, AGENT_SHA, { hosts: ['10.0.0.9'] })
+    const r = await other.run(SCRIPT)
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain(`agent-${AGENT_SHA.slice(0, 12)} is not on 127.0.0.1 (recorded on 10.0.0.9)`)
+  })
+
   it('exits 1 with Nomad\'s reason when the deployment fails', async () => {
     expect((await sb.run(SCRIPT)).code).toBe(0)
     sb.setState({ outcome: 'failed' })
-    const r = await sb.run(SCRIPT, [], { env: { AGENT_BINARY_NAME: 'agent2' } })
+    stageBinary(sb, 'b'.repeat(64))
+    const r = await sb.run(SCRIPT)
     expect(r.code).toBe(1)
     expect(r.stdout).toMatch(/deployment [0-9a-f]{8} failed: Failed due to unhealthy allocations - rolling back to job version 0/)
   })
@@ -130,7 +192,8 @@ describe('deploy_nomad: flags and configuration', () => {
     expect(r.stderr).toMatch(/warning: a real run would refuse: NOMAD_CACERT: .*certs\/ca\.pem does not exist/)
     expect(r.stdout).toContain("export NOMAD_ADDR=https://nomad.example.internal:4646 NOMAD_CACERT=")
     expect(r.stdout).toContain('NOMAD_TOKEN="$NOMAD_TOKEN"')
-    expect(r.stdout).toContain('nomad job plan -var=binary_path=/root/data/agent "-var=nodes=$NODE_IDS" jobs/agent.nomad')
+    expect(r.stdout).toContain('nomad job plan "-var=binary_path=/root/data/agent-$SHA256" "-var=binary_sha256=$SHA256" "-var=commit=$COMMIT" "-var=nodes=$NODE_IDS" jobs/agent.nomad')
+    expect(r.stdout).toContain('nomad var get -item binaries nomad/jobs/agent-economique/releases')
     expect(r.stdout).not.toContain('00000000-0000-0000-0000-000000000000')
   })
 
@@ -155,7 +218,7 @@ describe('deploy_nomad: flags and configuration', () => {
     const env = write(sb.dir, 'other.env', 'AGENT_REMOTE_DIR=/from/file\nAGENT_BINARY_NAME=from-file\n')
     const r = await sb.run(SCRIPT, ['--env-file', env], { env: { AGENT_BINARY_NAME: 'from-env' } })
     expect(r.code).toBe(0)
-    expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/from/file/from-env -var=nodes=${NODE_ID} ${JOBFILE}`)
+    expect(plans()).toEqual([`job plan ${VARS('/from/file', 'from-env')} ${JOBFILE}`])
   })
 
   it('reads .env at the repository root by default, whatever the current directory; real variables win', async () => {
@@ -164,7 +227,7 @@ describe('deploy_nomad: flags and configuration', () => {
     writeFileSync(path.join(copy, '.env'), 'AGENT_REMOTE_DIR=/from/dotenv\nAGENT_BINARY_NAME=from-dotenv\n')
     const r = await runFrom(copy, sb, [], { AGENT_BINARY_NAME: 'from-env' })
     expect(r.code, r.stderr).toBe(0)
-    expect(sb.commands('nomad')[0]).toBe(`job plan -var=binary_path=/from/dotenv/from-env -var=nodes=${NODE_ID} ${path.join(copy, 'jobs/agent.nomad')}`)
+    expect(plans()).toEqual([`job plan ${VARS('/from/dotenv', 'from-env')} ${path.join(copy, 'jobs/agent.nomad')}`])
   })
 
   // Node 20 itself stops on a missing --env-file anywhere in argv (exit 9) before the script runs;
@@ -253,7 +316,7 @@ describe('deploy_nomad: a plan that cannot succeed is refused before anything ru
     const r = await runFrom(copy, sb, ['--env-file', sb.envFile])
     expect(r.code).toBe(2)
     expect(r.stderr).toMatch(/- jobs\/agent\.nomad does not parse: .*Unclosed configuration block/)
-    expect(r.stderr).toContain(`- check it with: nomad job validate -var=binary_path=/root/data/agent -var=nodes=${NODE_ID} repo/jobs/agent.nomad`) // relative to the current directory
+    expect(r.stderr).toContain(`- check it with: nomad job validate ${VARS()} repo/jobs/agent.nomad`) // relative to the current directory
     expect(sb.commands('nomad').filter((c) => c.startsWith('job run'))).toEqual([])
   })
 })
