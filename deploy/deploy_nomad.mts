@@ -44,7 +44,7 @@ import { exit, EXIT, refuse, report, root, start, step } from './lib/env.mts'
 import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
 import { nomadConnection, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
 import { clientNodes } from './lib/nodes.mts'
-import { agentPath, agentSha, concludeRelease, jobVersions, keepReleases, listItem, lockJob, lockWait, readRecord, recordPath, type Binary, type Release } from './lib/release.mts'
+import { agentPath, agentSha, concludeRelease, defaultAgentBuild, jobVersions, keepReleases, listItem, lockJob, lockWait, readRecord, recordPath, type Binary, type Release } from './lib/release.mts'
 import { sshHosts } from './lib/ssh.mts'
 
 const JOB = 'agent-economique'
@@ -96,10 +96,8 @@ if (wanted) {
   if (matches.length > 1) refuse([`--binary ${wanted} matches ${matches.length} recorded builds (${matches.map((b) => b.sha256.slice(0, 12)).join(', ')}): give more digits`])
   if (!matches.length) refuse([`--binary ${wanted} is not a build recorded on the servers (${binaries.map((b) => b.sha256.slice(0, 12)).join(', ') || 'none recorded'}): upload it with deploy_binary.mts; see npx tsx deploy/revert_agent.mts --list`])
   chosen = { sha: matches[0].sha256, commit: matches[0].commit ?? '', why: 'given with --binary' }
-} else if (binaries[0] && binaries[0].sha256 !== running && !history.some((h) => h.sha256 === binaries[0].sha256)) {
-  chosen = { sha: binaries[0].sha256, commit: binaries[0].commit ?? '', why: `staged by deploy_binary (${binaries[0].by}, ${binaries[0].uploaded})` }
-} else if (running) {
-  chosen = { sha: running, commit: current.Meta?.commit ?? '', why: 'what runs now, applied again' }
+} else if (defaultAgentBuild(current, binaries, history)) {
+  chosen = defaultAgentBuild(current, binaries, history)!
 } else if (current) {
   // A job deployed before content addressing runs a fixed path: nothing recorded to apply again.
   const line = `${JOB} version ${current.Version} runs ${agentPath(current) ?? 'a binary'} (deployed before releases were named by their sha256): nothing to apply again; run deploy_binary.mts, then deploy_nomad.mts, to move it to a release`

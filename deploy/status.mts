@@ -35,6 +35,7 @@ import { chooseFlow, vaultSettings } from './lib/identity.mts'
 import { nomadConnection, nomadError, nomadVersions, type Nomad } from './lib/nomad.mts'
 import { listNodes, matchNodes, nodeProblems } from './lib/nodes.mts'
 import { sshHosts } from './lib/ssh.mts'
+import { agentSha, defaultAgentBuild, listItem, readRecord, type Binary, type JobVersion, type Release } from './lib/release.mts'
 
 type State = 'ok' | 'missing' | 'unhealthy' | 'deploying' | 'canary-waiting' | 'would-change' | 'unknown'
 type Row = {
@@ -42,7 +43,7 @@ type Row = {
   image?: string; commit?: string; binary?: string; deployment?: { id: string; status: string; description: string }
   canariesWaiting?: number; healthy?: number; desired?: number; wouldChange: boolean | null; detail?: string
 }
-type Version = { Version: number; Stable: boolean; TaskGroups?: { Tasks?: { Driver?: string; Config?: { image?: string; command?: string } }[] }[] }
+type Version = { Version: number; Stable: boolean; Meta?: Record<string, string> | null; TaskGroups?: { Tasks?: { Driver?: string; Config?: { image?: string; command?: string } }[] }[] }
 type Deployment = { ID: string; JobVersion: number; Status: string; StatusDescription: string
   TaskGroups?: Record<string, { DesiredCanaries: number; DesiredTotal: number; HealthyAllocs: number; Promoted: boolean }> }
 
@@ -146,7 +147,14 @@ async function jobStatus(nomad: Nomad, job: string, system: Row['system'], file:
   const vars: Record<string, string> = {}
   if (job === 'agent-economique') {
     if (agentNodes.problems.length) return { ...row, state: row.state !== 'ok' ? row.state : agentHosts.length ? 'unhealthy' : 'unknown', detail: agentNodes.problems.join('; ') }
-    Object.assign(vars, { binary_path: `${agentDir}/${agentName}`, nodes: agentNodes.ids })
+    // What deploy_nomad would apply: a build deploy_binary staged, else what runs (its release file, sha256, commit).
+    if (/^[0-9a-f]{7,40}$/.test(current.Meta?.commit ?? '')) row.commit = current.Meta!.commit
+    const record = await readRecord(nomad, job)
+    const build = defaultAgentBuild(current as JobVersion, listItem<Binary>(record, 'binaries'), listItem<Release>(record, 'history'))
+    if (build && build.sha !== agentSha(current as JobVersion)) row.detail = `build ${build.sha.slice(0, 12)} ${build.why}, not deployed yet`
+    Object.assign(vars, build
+      ? { binary_path: `${agentDir}/${agentName}-${build.sha}`, binary_sha256: build.sha, commit: build.commit, nodes: agentNodes.ids }
+      : { binary_path: binary ?? `${agentDir}/${agentName}`, nodes: agentNodes.ids })
   }
   if (job === 'valkey') Object.assign(vars, { vault_secret: secrets.api }, flowVars)
   if (job === 'cedra-storefront') {

@@ -111,6 +111,12 @@ describe('jobs/agent.nomad', () => {
     expect(parsed.variable.binary_path[0].type).toBe('${string}')
   })
 
+  it('says in its meta which release it runs: the sha256 and the commit deploy_nomad passes', () => {
+    expect(j.job.meta[0]).toEqual({ binary_sha256: '${var.binary_sha256}', commit: '${var.commit}' })
+    expect(parsed.variable.binary_sha256[0].default).toBe('')
+    expect(parsed.variable.commit[0].default).toBe('')
+  })
+
   it('mounts no host volume (raw_exec cannot)', () => {
     expect(j.group.volume).toBeUndefined()
     expect(j.task.volume_mount).toBeUndefined()
@@ -131,7 +137,7 @@ describe('the -var flags the deploy scripts pass', () => {
     expect(r.code).toBe(0)
     const planLine = r.stdout.split('\n').find((l) => l.startsWith('nomad job plan'))!
     const passed = [...planLine.matchAll(/-var=([A-Za-z0-9_]+)=/g)].map((m) => m[1])
-    expect(passed).toEqual(['binary_path', 'nodes'])
+    expect(passed).toEqual(['binary_path', 'binary_sha256', 'commit', 'nodes'])
     const declared = (await parseHcl(AGENT)).variable as Record<string, any[]>
     for (const name of passed) expect(Object.keys(declared)).toContain(name)
     for (const [name, [v]] of Object.entries(declared)) if (v.default === undefined) expect(passed).toContain(name)

@@ -2,7 +2,7 @@
 // both systems, read-only, as a table or --json; exit 0 all as the repository says, 1 something needs
 // a look, 2 refused.
 import { beforeEach, describe, expect, it } from 'vitest'
-import { jsonResult, sandbox, storefrontCheckout, type Sandbox } from './helpers.ts'
+import { jsonResult, sandbox, stageBinary, storefrontCheckout, type Sandbox } from './helpers.ts'
 
 let sb: Sandbox
 beforeEach(() => {
@@ -16,6 +16,7 @@ const VAULT = { VAULT_ADDR: 'http://127.0.0.1:8200', VAULT_TOKEN: 'hvs.status-te
 /** Deploy the four jobs as the runbook does; returns the storefront checkout and its env. */
 async function deployAll() {
   const app = storefrontCheckout(sb)
+  stageBinary(sb) // the agent build deploy_binary records
   const env = { STOREFRONT_SOURCE_DIR: app.src, STOREFRONT_IMAGE: 'registry.example.com/cedra/storefront' }
   for (const [script, more] of [['deploy_nomad.mts', {}], ['put_arangodb_password.mts', { ARANGO_ROOT_PASSWORD: 'arango-password-value' }], ['deploy_arangodb.mts', {}],
     ['put_storefront_secrets.mts', VAULT], ['deploy_valkey.mts', {}], ['deploy_storefront.mts', env]] as const) {
@@ -62,13 +63,14 @@ describe('status', () => {
     const { app, env } = await deployAll()
     app.commit('second')
     expect((await sb.run('deploy_storefront.mts', [], { env })).code).toBe(0)
-    const r = await sb.run('status.mts', ['--json'], { env: { AGENT_BINARY_NAME: 'agent-v2' } })
+    stageBinary(sb, 'c'.repeat(64)) // a new agent build, uploaded and not deployed yet
+    const r = await sb.run('status.mts', ['--json'])
     expect(r.code, r.stderr).toBe(1)
     const result = await jsonResult(r.stdout)
     const byJob = Object.fromEntries(result.jobs.map((j: any) => [j.job, j]))
     expect(byJob['cedra-storefront']).toMatchObject({ state: 'canary-waiting', version: 1, canariesWaiting: 1, detail: 'version 1 waits for promotion' })
     expect(byJob['agent-economique']).toMatchObject({ state: 'would-change', wouldChange: true })
-    expect(byJob['agent-economique'].detail).toContain('npx tsx deploy/deploy_nomad.mts --plan shows the diff')
+    expect(byJob['agent-economique'].detail).toMatch(/^build cccccccccccc staged by deploy_binary \(.*\), not deployed yet; a deploy would change it \(npx tsx deploy\/deploy_nomad.mts --plan shows the diff\)$/)
     expect(byJob.valkey.state).toBe('ok')
     expect(result.message).toMatch(/^2 of 4 jobs need a look: /)
     expect(r.stderr).toMatch(/^cedra-storefront +1 \(unstable\) +canary-waiting/m)
@@ -76,6 +78,7 @@ describe('status', () => {
 
   it('a first deployment that failed: the job is unhealthy, exit 1', async () => {
     sb.setState({ outcome: 'failed' })
+    stageBinary(sb)
     expect((await sb.run('deploy_nomad.mts')).code).toBe(1)
     const r = await sb.run('status.mts', ['--json'])
     expect(r.code).toBe(1)
@@ -84,15 +87,16 @@ describe('status', () => {
     expect(agent.detail).toMatch(/^deployment [0-9a-f]{8} failed: Failed due to unhealthy allocations - no stable job version to auto revert to$/)
   })
 
-  it('a deploy that failed and was rolled back by Nomad: the rollback is named, and the repository would change the job', async () => {
+  it('a deploy that failed and was rolled back by Nomad: the rollback is named; the failed build is not offered again', async () => {
     await deployAll()
     sb.setState({ outcome: 'failed' })
-    expect((await sb.run('deploy_nomad.mts', [], { env: { AGENT_BINARY_NAME: 'agent-v2' } })).code).toBe(1)
-    const r = await sb.run('status.mts', ['--json'], { env: { AGENT_BINARY_NAME: 'agent-v2' } })
-    expect(r.code).toBe(1)
+    stageBinary(sb, 'd'.repeat(64))
+    expect((await sb.run('deploy_nomad.mts')).code).toBe(1)
+    const r = await sb.run('status.mts', ['--json'])
+    expect(r.code, r.stderr).toBe(0)
     const agent = (await jsonResult(r.stdout)).jobs[0]
-    expect(agent).toMatchObject({ job: 'agent-economique', state: 'would-change', version: 2, wouldChange: true })
-    expect(agent.detail).toMatch(/^version 1 failed \(deployment [0-9a-f]{8}: Failed due to unhealthy allocations - rolling back to job version 0\); version 2 runs the specification of version 0 again; a deploy would change it/)
+    expect(agent).toMatchObject({ job: 'agent-economique', state: 'ok', version: 2, wouldChange: false })
+    expect(agent.detail).toMatch(/^version 1 failed \(deployment [0-9a-f]{8}: Failed due to unhealthy allocations - rolling back to job version 0\); version 2 runs the specification of version 0 again$/)
   })
 
   it('the agent\'s host is no client of the cluster, or unset: the agent is not planned, and says why', async () => {

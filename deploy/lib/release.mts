@@ -310,3 +310,18 @@ export function agentSha(v: JobVersion): string | undefined {
 export function agentPath(v: JobVersion): string | undefined {
   return (v.TaskGroups ?? []).flatMap((g) => g.Tasks ?? []).map((t) => t.Config?.command).find(Boolean)
 }
+
+/**
+ * The build a deploy of the agent applies by default (deploy_nomad, and status to plan it): the newest
+ * build deploy_binary recorded when it was never deployed (nor tried: a failed one is not offered
+ * again), else what the current version runs. Undefined: nothing recorded, or a job that runs a
+ * binary without a release name (deployed before releases).
+ */
+export function defaultAgentBuild(current: JobVersion | undefined, binaries: Binary[], history: Release[]): { sha: string; commit: string; why: string } | undefined {
+  const running = current && agentSha(current)
+  const staged = binaries[0]
+  if (staged && staged.sha256 !== running && !history.some((h) => h.sha256 === staged.sha256))
+    return { sha: staged.sha256, commit: staged.commit ?? '', why: `staged by deploy_binary (${staged.by}, ${staged.uploaded})` }
+  if (running) return { sha: running, commit: current!.Meta?.commit ?? '', why: 'what runs now, applied again' }
+  return undefined
+}
