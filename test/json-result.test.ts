@@ -4,11 +4,12 @@
 import { readdirSync } from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { jsonResult, root, sandbox, storefrontCheckout, type Sandbox } from './helpers.ts'
+import { jsonResult, root, sandbox, stageBinary, storefrontCheckout, type Sandbox } from './helpers.ts'
 
 let sb: Sandbox
 beforeEach(() => {
   sb = sandbox()
+  stageBinary(sb) // the agent build deploy_binary records: what deploy_nomad deploys
   sb.stub('vault')
   sb.stub('docker')
 })
@@ -18,7 +19,7 @@ const storefrontEnv = (src: string) => ({ STOREFRONT_SOURCE_DIR: src, STOREFRONT
 describe('one JSON object on stdout, for every script', () => {
   it('covers every script of deploy/ (a new script gets --json too)', () => {
     expect(SCRIPTS).toContain('status.mts')
-    expect(SCRIPTS.length).toBe(12)
+    expect(SCRIPTS.length).toBe(13)
   })
 
   it.each(SCRIPTS)('%s --dry-run --json: outcome dry-run, exit 0, the commands on stderr', async (script) => {

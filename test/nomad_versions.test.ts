@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { root, sandbox, storefrontCheckout, type Sandbox } from './helpers.ts'
+import { root, sandbox, stageBinary, storefrontCheckout, type Sandbox } from './helpers.ts'
 
 const VALKEY = path.join(root, 'jobs/valkey.nomad')
 const IMAGE = 'registry.test:5000/cedra/storefront'
@@ -18,6 +18,7 @@ let commit: (message: string) => string
 
 beforeEach(() => {
   sb = sandbox()
+  stageBinary(sb) // the agent build deploy_binary records: what deploy_nomad deploys
   sb.stub('docker')
   ;({ src, commit } = storefrontCheckout(sb))
 })

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { NODE_ID, root, sandbox, storefrontCheckout, type Sandbox } from './helpers.ts'
+import { AGENT_SHA, NODE_ID, root, sandbox, stageBinary, storefrontCheckout, type Sandbox } from './helpers.ts'
 
 let sb: Sandbox
 beforeEach(() => {
@@ -42,11 +42,13 @@ describe('--dry-run needs no secret', () => {
 })
 
 describe('--plan: what a deploy would do, changing nothing', () => {
-  it('deploy_nomad --plan: the real plan, "would create", no job run; after a deploy, "would change nothing"', async () => {
+  it('deploy_nomad --plan: the real plan, "would create", no job run, no lock; after a deploy, "would change nothing"', async () => {
+    stageBinary(sb) // the agent build deploy_binary records: what deploy_nomad deploys
     let r = await sb.run('deploy_nomad.mts', ['--plan'])
     expect(r.code, r.stderr).toBe(0)
-    expect(sb.commands('nomad')).toEqual([`job plan -var=binary_path=/root/data/agent -var=nodes=${NODE_ID} ${path.join(root, 'jobs/agent.nomad')}`])
-    expect(r.stdout).toContain('--plan: a deploy would create agent-economique (nomad job run -check-index 0; the diff is above)')
+    expect(sb.commands('nomad')).toEqual(['job history -json agent-economique', 'var get -out json nomad/jobs/agent-economique/releases',
+      `job plan -var=binary_path=/root/data/agent-${AGENT_SHA} -var=binary_sha256=${AGENT_SHA} -var=commit=0123456789ab -var=nodes=${NODE_ID} ${path.join(root, 'jobs/agent.nomad')}`])
+    expect(r.stdout).toContain(`--plan: a deploy would create agent-economique with agent-${AGENT_SHA.slice(0, 12)} (staged by deploy_binary (test@laptop, `)
     expect(r.stderr).toContain('+ Job: "agent-economique"')
     expect(sb.readState().jobs).toEqual({})
     expect((await sb.run('deploy_nomad.mts')).code).toBe(0)
