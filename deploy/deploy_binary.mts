@@ -204,6 +204,9 @@ const recorded = await updateRecord(nomad, JOB, (r) => {
   }
   const mine: Binary = { sha256: sum, ...(commit ? { commit } : {}), uploaded: new Date().toISOString(), by: whoAmI(), hosts: hostsOf(sum) }
   const others = before.filter((b) => b.sha256 !== sum).map((b) => ({ ...b, hosts: hostsOf(b.sha256) })).filter((b) => b.hosts.length)
+  // The same build again, already the newest everywhere it is: the record already says it all.
+  const same = (a: Binary[], b: Binary[]) => JSON.stringify(a.map((x) => [x.sha256, [...x.hosts].sort()])) === JSON.stringify(b.map((x) => [x.sha256, [...x.hosts].sort()]))
+  if (before[0]?.sha256 === sum && same(before, [{ ...before[0], hosts: mine.hosts }, ...others])) return undefined
   return { ...r.items, binaries: JSON.stringify([mine, ...others]) }
 })
 
@@ -231,6 +234,9 @@ ${servers.map(({ target }) => `  ${target.login} ls -lt ${shq(dir)}`).join('\n')
  * newest releases. Returns the outcome and the releases left on the host.
  */
 async function install(target: SshTarget, ssh: Ssh, releases: string[]): Promise<{ result: { outcome: 'done' | 'unchanged'; message: string }; left: string[] }> {
+  // Already there and the newest: nothing to send, mark or remove (a second run changes nothing at all).
+  if (releases[0] === sum)
+    return { result: { outcome: 'unchanged', message: `${live} on ${target.destination} is unchanged (already there, the newest release, sha256 checked): nothing sent` }, left: releases }
   // Bounded like every remote command, plus the time to send the bytes at 50 kB/s at least.
   const uploadSeconds = target.limit + Math.ceil(bytes.length / 50_000)
   step(`Lock ${dir} on ${target.host} for this upload (.${name}.lock)`)

@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { jsonResult, root, sandbox, type Sandbox } from './helpers.ts'
+import { AGENT_SHA, jsonResult, root, sandbox, stageBinary, type Sandbox } from './helpers.ts'
 import { ensureUsers, goEnv, requireTools, spy, startSshd, userDir, USERS, type Sshd } from './sshd.ts'
 
 const FIXTURE = path.join(root, 'test/fixtures/agent')
@@ -54,12 +54,16 @@ describe('the agent: its binary on two clients, the job pinned to their nodes', 
     // One filesystem behind both addresses: the first host installs it, the second finds it there (checked under its lock).
     expect(result.hosts.map((h: any) => [h.host, h.outcome])).toEqual([['127.0.0.1', 'done'], ['127.0.0.2', 'unchanged']])
     expect(r.stderr).toContain(`127.0.0.1: Nomad node client-1 (${nodeId('client-1').slice(0, 8)}), ready, eligible, raw_exec healthy`)
-    expect(execFileSync(`${base}/data/agent`, { encoding: 'utf8' })).toBe('agent fixture-1\n')
+    const sha = result.binary.sha256
+    expect(execFileSync(`${base}/data/agent-${sha}`, { encoding: 'utf8' })).toBe('agent fixture-1\n')
+    // Recorded on both hosts: deploy_nomad deploys it there without ssh.
+    expect(JSON.parse(sb.readState().vars['nomad/jobs/agent-economique/releases'].Items.binaries)[0]).toMatchObject({ sha256: sha, hosts: ['127.0.0.1', '127.0.0.2'] })
 
     r = await sb.run('deploy_nomad.mts', ['--json'], { env: two() })
     expect(r.code, r.stderr).toBe(0)
     const ids = `${nodeId('client-1')},${nodeId('client-2')}`
-    expect(sb.commands('nomad')).toContain(`job plan -var=binary_path=${base}/data/agent -var=nodes=${ids} ${path.join(root, 'jobs/agent.nomad')}`)
+    expect(sb.commands('nomad').filter((c) => c.startsWith('job plan'))).toEqual([
+      expect.stringMatching(new RegExp(`^job plan -var=binary_path=${base}/data/agent-${sha} -var=binary_sha256=${sha} -var=commit=\\S* -var=nodes=${ids} ${path.join(root, 'jobs/agent.nomad')}$`))])
     const allocs = sb.readState().jobs['agent-economique'].allocs as { NodeName: string; DesiredStatus: string }[]
     expect(allocs.filter((a) => a.DesiredStatus === 'run').map((a) => a.NodeName)).toEqual([expect.stringMatching(/^client-[12]$/)])
 
@@ -105,6 +109,7 @@ describe('the agent: its binary on two clients, the job pinned to their nodes', 
   })
 
   it('a host given by name is matched to the node of that name when its address says nothing (the rule\'s second half)', async () => {
+    stageBinary(sb, AGENT_SHA, { hosts: ['client-2.invalid'] })
     const r = await sb.run('deploy_nomad.mts', ['--plan', '--json'], { env: { DEPLOY_SSH_HOST: 'client-2.invalid' } })
     expect(r.code, r.stderr).toBe(0)
     expect((await jsonResult(r.stdout)).nodes).toEqual([{ host: 'client-2.invalid', id: nodeId('client-2'), name: 'client-2' }])

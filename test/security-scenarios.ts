@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process'
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { root, type Call, type Sandbox } from './helpers.ts'
+import { AGENT_SHA, root, stageBinary, type Call, type Sandbox } from './helpers.ts'
 import { goEnv, spy, userDir, USERS, type Sshd } from './sshd.ts'
 
 export type Env = Record<string, string | undefined>
@@ -34,7 +34,8 @@ export function readsOf(script: string): string[] {
 
 /** Subcommands that change something (on the cluster, in Vault, in a registry). */
 export const WRITES: Record<string, string[]> = {
-  nomad: ['job run', 'job revert', 'job promote', 'job dispatch', 'job stop', 'var put', 'var purge', 'deployment promote', 'deployment fail', 'volume register', 'volume create', 'volume delete'],
+  // (var lock writes the job's lock variable: taken and released by every run that may change a job)
+  nomad: ['job run', 'job revert', 'job promote', 'job dispatch', 'job stop', 'job tag', 'var put', 'var purge', 'var lock', 'deployment promote', 'deployment fail', 'volume register', 'volume create', 'volume delete'],
   vault: ['kv put', 'kv patch', 'kv delete', 'kv destroy', 'kv rollback'],
   docker: ['build', 'push', 'tag', 'rmi'],
 }
@@ -133,9 +134,24 @@ const upToDate = { code: 0, says: /already up to date \(the plan shows no change
 export const SCENARIOS: Record<string, Scenario> = {
   'deploy_nomad.mts': {
     kind: 'nomad', tools: ['nomad'],
-    setup: () => ({}),
+    setup: ({ sb }) => (stageBinary(sb), {}), // the build deploy_binary recorded
     breakIt: (ctx, env) => (failing(ctx, 'nomad', ['job run']), env),
-    again: upToDate,
+    again: { ...upToDate, writes: ['var lock'] },
+  },
+  'revert_agent.mts': {
+    kind: 'nomad', tools: ['nomad'], args: ['0'],
+    setup: ({ sb }) => {
+      // Two releases deployed (versions 0 and 1), both builds still on the server.
+      for (const sha of [AGENT_SHA, 'b'.repeat(64)]) {
+        stageBinary(sb, sha)
+        nomadDouble(sb, 'job', 'run', '-detach', `-var=binary_path=/root/data/agent-${sha}`, `-var=binary_sha256=${sha}`, '-var=nodes=4f3c2b1a-7d6e-4c5b-9a8f-0e1d2c3b4a59', path.join(root, 'jobs/agent.nomad'))
+        for (let i = 0; i < 3; i++) nomadDouble(sb, 'job', 'deployments', '-latest', '-json', 'agent-economique')
+      }
+      return {}
+    },
+    breakIt: (ctx, env) => (failing(ctx, 'nomad', ['job revert']), env),
+    // Version 0 again: Nomad registers nothing new when the specification is already the current one.
+    again: { code: 0, says: /already has the specification of version 0: Nomad registered nothing new/, writes: ['var lock', 'job revert'] },
   },
   'deploy_arangodb.mts': {
     kind: 'nomad', tools: ['nomad'],
@@ -231,7 +247,7 @@ export const SCENARIOS: Record<string, Scenario> = {
     kind: 'ssh', tools: ['ssh', 'go'],
     setup: (ctx) => ({ ...sshEnv(ctx), ...goEnv, AGENT_SOURCE_DIR: FIXTURE, AGENT_REMOTE_DIR: `${ctx.remote}/data` }),
     breakIt: (_ctx, env) => ({ ...env, AGENT_REMOTE_DIR: `${lockedRemoteDir()}/data` }),
-    again: { code: 0, says: /is unchanged \(same sha256\): nothing sent/ },
+    again: { code: 0, says: /is unchanged \(already there, the newest release, sha256 checked\): nothing sent/ },
   },
 }
 
@@ -267,7 +283,8 @@ export function world(ctx: Ctx) {
       versions: j.versions.map((v: any) => `${v.key} stable=${v.stable}`),
       deployments: j.deployments.map((d: any) => `${d.ID} v${d.JobVersion} ${d.Status} promoted=${Object.values(d.TaskGroups).map((g: any) => g.Promoted)}`),
     }])),
-    vars: Object.fromEntries(Object.entries(nomad.vars ?? {}).map(([p, v]: [string, any]) => [p, v.ModifyIndex])),
+    // The job locks (nomad/jobs/<job>/lock) are taken and released by every run that may change a job: not a change.
+    vars: Object.fromEntries(Object.entries(nomad.vars ?? {}).filter(([p]) => !p.endsWith('/lock')).map(([p, v]: [string, any]) => [p, v.ModifyIndex])),
     hostVolumes: (nomad.hostVolumes ?? []).map((v: any) => `${v.Name} ${v.NodeID} ${v.HostPath} ${v.ModifyIndex}`),
     secrets: Object.fromEntries(Object.entries(vault.secrets ?? {}).map(([p, s]: [string, any]) => [p, s.versions.length])),
     images: docker.images?.map((i: any) => `${i.ref} ${i.id}`) ?? [],

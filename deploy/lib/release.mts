@@ -160,13 +160,16 @@ export function listItem<T>(record: Record_, item: string): T[] {
 
 /**
  * Change the record with check-and-set: read, change, `nomad var put -check-index`; read again and
- * redo on a conflict (another run wrote meanwhile), three times at most. Returns false (with a
+ * redo on a conflict (another run wrote meanwhile), three times at most; `change` returns undefined
+ * when the record already says it (nothing is written). Returns false (with a
  * warning) when it could not be written: the deploy itself stands.
  */
-export async function updateRecord(nomad: Nomad, job: string, change: (r: Record_) => Record<string, string>): Promise<boolean> {
+export async function updateRecord(nomad: Nomad, job: string, change: (r: Record_) => Record<string, string> | undefined): Promise<boolean> {
   for (let attempt = 0; attempt < 3; attempt++) {
     const r = await readRecord(nomad, job)
-    const spec = JSON.stringify({ Path: recordPath(job), Items: change(r) })
+    const items = change(r)
+    if (!items) return true // it already says so: nothing to write
+    const spec = JSON.stringify({ Path: recordPath(job), Items: items })
     const put = await nomad.$({ input: spec })`nomad var put -check-index ${r.index} -in=json -out=none -`
     if (put.ok) return true
     if (!/Check-and-Set conflict/i.test(put.stderr)) {
