@@ -242,6 +242,8 @@ Useful commands:
     expect(statSync(next).ino).not.toBe(before.ino)
     expect(execFileSync(next, { encoding: 'utf8' })).toBe('agent fixture-2\n')
     expect(releases()).toEqual([`agent-${sumOf(first)}`, `agent-${sumOf(r)}`].sort())
+    expect(r.stderr).toContain(`agent-economique runs agent-${sumOf(first).slice(0, 12)}`)
+    expect(r.stdout).toContain(`agent-economique runs agent-${sumOf(first).slice(0, 12)}: this build is staged in ${RECORD}.`)
   })
 
   it('removes uploads left by killed runs once idle for 10 minutes, and leaves a fresh one (a concurrent run\'s) alone', async () => {

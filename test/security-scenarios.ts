@@ -231,7 +231,7 @@ export const SCENARIOS: Record<string, Scenario> = {
     kind: 'ssh', tools: ['ssh', 'go'],
     setup: (ctx) => ({ ...sshEnv(ctx), ...goEnv, AGENT_SOURCE_DIR: FIXTURE, AGENT_REMOTE_DIR: `${ctx.remote}/data` }),
     breakIt: (_ctx, env) => ({ ...env, AGENT_REMOTE_DIR: `${lockedRemoteDir()}/data` }),
-    again: { code: 0, says: /is unchanged \(same sha256\): nothing sent/ },
+    again: { code: 0, says: /is unchanged \(already there, sha256 checked\): nothing sent/ },
   },
 }
 
