@@ -67,8 +67,13 @@ export type Scenario = {
   breakIt(ctx: Ctx, env: Env): Env
   /** A script that only reads (status): its first run must change nothing either. */
   readOnly?: boolean
-  /** Running it a second time with the same inputs: the exit code and what it says. */
-  again: { code: number; says: RegExp; writes?: string[] }
+  /**
+   * Running it a second time with the same inputs: the exit code and what it says; `writes` the write
+   * calls it still makes; `marks` what it still may do: touch the files matching `files` (times only:
+   * same inode, size, mode and content), rewrite the variables `vars`, and run the remote scripts
+   * matching `remote` (e.g. a lock taken and released).
+   */
+  again: { code: number; says: RegExp; writes?: string[]; marks?: { files: RegExp; vars: string[]; remote: RegExp[] } }
 }
 
 /** Run the nomad double directly (setting up a cluster's state; not a call under test). */
@@ -231,7 +236,12 @@ export const SCENARIOS: Record<string, Scenario> = {
     kind: 'ssh', tools: ['ssh', 'go'],
     setup: (ctx) => ({ ...sshEnv(ctx), ...goEnv, AGENT_SOURCE_DIR: FIXTURE, AGENT_REMOTE_DIR: `${ctx.remote}/data` }),
     breakIt: (_ctx, env) => ({ ...env, AGENT_REMOTE_DIR: `${lockedRemoteDir()}/data` }),
-    again: { code: 0, says: /is unchanged \(already there, sha256 checked\): nothing sent/ },
+    // Built again, the release counts as the newest (touched, kept the longest) and is recorded again;
+    // the directory's lock is taken and released. Nothing is sent, no file changes content.
+    again: {
+      code: 0, says: /is unchanged \(already there, sha256 checked\): nothing sent/, writes: ['var put'],
+      marks: { files: /\/data(\/agent-[0-9a-f]{64})?$/, vars: ['nomad/jobs/agent-economique/releases'], remote: [/sh -c 'mkdir -p -- "\$1" && l="\$1\/\.\$2\.lock"/, /sh -c 'touch -c -- "\$1\/\$2-\$3"'/] },
+    },
   },
 }
 
