@@ -119,7 +119,8 @@ try {
       relay.reset()
       const again = await time('npx', ['tsx', `deploy/${script}`, '--env-file', sb.envFile], { env: env(extra) })
       const unchanged = relay.sent()
-      const size = statSync(path.join(remote, 'bin/agent')).size
+      // The release file: bin/agent-<sha256> (one build: the only one there).
+      const size = statSync(path.join(remote, 'bin', readdirSync(path.join(remote, 'bin')).find((f) => /^agent-[0-9a-f]{64}$/.test(f))!)).size
       row('3. bytes sent, changed binary', `${changed.toLocaleString('en')} B (binary ${size.toLocaleString('en')} B)`, '-', undefined)
       row('3. bytes sent, unchanged binary', `${unchanged.toLocaleString('en')} B (exit ${again.code}, says unchanged: ${/unchanged/.test(again.out)})`,
         'no binary bytes', unchanged < size && /unchanged/.test(again.out))

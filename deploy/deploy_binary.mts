@@ -64,13 +64,15 @@ const LOOK = 'command -v sha256sum >/dev/null || { echo "sha256sum not found on 
 // release file is created by a rename: a file the job runs is never opened for writing.
 const INSTALL = [
   'set -e', 'mkdir -p -- "$1"', 'cd -- "$1"',
+  // A directory or a link at the release name would take the upload inside it (mv): refused, nothing received.
+  'f="$2-$4"', 'if [ -L "$f" ] || { [ -e "$f" ] && [ ! -f "$f" ]; }; then echo "$1/$f exists on the server but is not a regular file: move it away" >&2; exit 3; fi',
   'find . -maxdepth 1 -type f -name ".$2.upload.*" -mmin +10 -exec rm -f -- {} +',
   't=".$2.upload.$3"', 'trap "rm -f -- \\"\\$t\\"" EXIT', 'trap "exit 1" HUP INT TERM PIPE',
   'set -C', 'cat > "$t"', 'set +C', 's=$(sha256sum "$t")',
   'if [ "${s%% *}" != "$4" ]; then echo "sha256 mismatch on the server: got ${s%% *}, expected $4" >&2; exit 3; fi',
   'chmod 755 -- "$t"',
   // Under the lock, the release may have arrived meanwhile (a run that finished): then nothing moves.
-  'f="$2-$4"', 'if [ -f "$f" ] && [ "$(sha256sum < "$f" | cut -d" " -f1)" = "$4" ]; then touch -- "$f"; echo unchanged; exit 0; fi',
+  'if [ -f "$f" ] && [ "$(sha256sum < "$f" | cut -d" " -f1)" = "$4" ]; then touch -- "$f"; echo unchanged; exit 0; fi',
   'mv -f -- "$t" "$f"', 'echo updated',
 ].join('; ')
 // TOUCH: $1 dir, $2 name, $3 sha256: a release built again counts as the newest (kept the longest).
@@ -123,14 +125,15 @@ ${targets.map((target) => [`# ${target.destination}`, ...sshDryRun(target, [
   { name: 'LOOK', what: `the server's platform, the releases in ${dir} (${name}-<sha256>) and their sha256 (reads only)`, script: LOOK, args: [dir, name] },
   { name: 'LOCK', what: `one upload at a time into ${dir} (a lock older than 15 minutes is taken over)`, script: LOCK, args: [dir, name, 'manual', '15'] },
   { name: 'INSTALL', what: `receive the binary, check its sha256, rename it to ${name}-$SUM`, script: INSTALL, args: [dir, name, 'manual'], more: '$SUM', stdin: bin },
-  { name: 'PRUNE', what: `keep the newest ${keep} releases, and the ones the job runs (RUNNING_SHA256: see nomad job history -json ${JOB}, Meta.binary_sha256)`, script: PRUNE, args: [dir, name, String(keep)], more: '$SUM "$RUNNING_SHA256"' },
+  { name: 'PRUNE', what: `keep the newest ${keep} releases, and the ones the job runs (RUNNING_SHA256: see nomad job history -json ${JOB}, Meta.binary_sha256)`, script: PRUNE, args: [dir, name, String(keep)], more: '$SUM $RUNNING_SHA256' },
   { name: 'UNLOCK', what: 'release the lock', script: UNLOCK, args: [dir, name, 'manual'] },
 ])].join('\n')).join('\n')}
 rm -rf "$BUILD"
-# then record the build in the Nomad Variable ${recordPath(JOB)}, item binaries (sha256, commit, when, who, hosts):
-nomad var get -out json ${recordPath(JOB)}
-# stdin: {"Path":"${recordPath(JOB)}","Items":{<the items read>,"binaries":"[{\\"sha256\\":\\"$SUM\\",...},<the others>]"}}
-nomad var put -check-index "$MODIFY_INDEX_FROM_GET" -in=json -out=none -`)
+# then a real run records the build in the Nomad Variable ${recordPath(JOB)}, item binaries (sha256, commit,
+# when, who, hosts), by check-and-set: read it, add the build in front, write it back (by hand: edit the JSON)
+#   nomad var get -out json ${recordPath(JOB)}
+#   nomad var put -check-index "$MODIFY_INDEX_FROM_GET" -in=json -out=none - < the-edited.json
+#   stdin: {"Path":"${recordPath(JOB)}","Items":{<the items read>,"binaries":"[{\\"sha256\\":\\"$SUM\\",...},<the others>]"}}`)
   exit(0)
 }
 

@@ -522,19 +522,28 @@ describe('DEPLOYMENT_GUIDE.md: the manual configuration and the agent rollback a
     expect(hclBlocks(manual)).toHaveLength(3)
   })
 
-  it('deploy_binary (a real build and upload): the guide\'s agent rollback is the command it prints, with the defaults', async () => {
+  it('deploy_binary (a real build and upload): the guide\'s agent release and rollback are what it does and prints, with the defaults', async () => {
     const env = server({ AGENT_SOURCE_DIR: FIXTURE })
     const r = await scenario('deploy_binary.mts', [], () => env)
     expect(r.code, r.output).toBe(0)
-    const line = r.stdout.match(/^ {2}roll back by hand: (.*?) {3}then restart the job$/m)?.[1]
-    expect(line, r.stdout).toBeDefined()
-    // The same command for the example configuration: root@HOST, port 22, no key, the default directory.
-    const login = `ssh -p ${env.DEPLOY_SSH_PORT} -i ${env.DEPLOY_SSH_KEY} -o UserKnownHostsFile=${env.DEPLOY_SSH_KNOWN_HOSTS} ${USERS.dash}@127.0.0.1`
-    expect(line!.startsWith(`${login} `)).toBe(true)
-    const rollback = `ssh -p 22 root@HOST${line!.slice(login.length)}`.split(env.AGENT_REMOTE_DIR).join('/root/data')
-    expect(rollback).toBe('ssh -p 22 root@HOST mv -f /root/data/agent.previous /root/data/agent')
-    const restart = r.stdout.match(/^ {2}(nomad job restart \S+) /m)?.[1]
+    // The rollback: the revert_agent line it prints among its useful commands, in the guide's 3.5.
+    const list = r.stdout.match(/^ {2}(npx tsx deploy\/revert_agent\.mts --list) +\((.*)\)$/m)
+    expect(list, r.stdout).not.toBe(null)
     const rollbackBlock = guide.slice(guide.indexOf('### 3.5'), guide.indexOf('\n## ', guide.indexOf('### 3.5')))
-    expect(rollbackBlock).toContain(`\`\`\`bash\n${rollback}\n${restart}\n\`\`\``)
+    expect(rollbackBlock).toContain(`\`\`\`bash\n${list![1]}   # ${list![2]}\n`)
+    expect(rollbackBlock).not.toContain('.previous')
+    // The release: the message it printed, as 3.2 quotes it, and the release file named by its sha256.
+    const release = guide.slice(guide.indexOf('### 3.2'), guide.indexOf('### 3.3'))
+    const said = r.stdout.split('\n')[0]
+    const quoted = release.match(/deploy_binary\.mts +# "(.*?)", or "(.*?)"$/m)
+    expect(quoted).not.toBe(null)
+    expect(said).toMatch(messagePattern(quoted![1]))
+    const sum = r.stdout.match(/^ {2}sha256 {2}([0-9a-f]{64})$/m)![1]
+    expect(said.startsWith(`${env.AGENT_REMOTE_DIR}/agent-${sum} `)).toBe(true)
+    expect(release).toContain('`AGENT_REMOTE_DIR/AGENT_BINARY_NAME-<sha256>`')
+    // Run again: the other message 3.2 quotes.
+    const again = await scenario('deploy_binary.mts', [], () => env)
+    expect(again.stdout.split('\n')[0]).toMatch(messagePattern(quoted![2]))
   })
+
 })

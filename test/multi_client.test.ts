@@ -54,16 +54,19 @@ describe('the agent: its binary on two clients, the job pinned to their nodes', 
     // One filesystem behind both addresses: the first host installs it, the second finds it there (checked under its lock).
     expect(result.hosts.map((h: any) => [h.host, h.outcome])).toEqual([['127.0.0.1', 'done'], ['127.0.0.2', 'unchanged']])
     expect(r.stderr).toContain(`127.0.0.1: Nomad node client-1 (${nodeId('client-1').slice(0, 8)}), ready, eligible, raw_exec healthy`)
-    const sha = result.binary.sha256
-    expect(execFileSync(`${base}/data/agent-${sha}`, { encoding: 'utf8' })).toBe('agent fixture-1\n')
-    // Recorded on both hosts: deploy_nomad deploys it there without ssh.
-    expect(JSON.parse(sb.readState().vars['nomad/jobs/agent-economique/releases'].Items.binaries)[0]).toMatchObject({ sha256: sha, hosts: ['127.0.0.1', '127.0.0.2'] })
+    // One release file, named by its content, recorded as held by both hosts.
+    const sum = result.binary.sha256 as string
+    expect(result.binary.path).toBe(`${base}/data/agent-${sum}`)
+    expect(readdirSync(`${base}/data`)).toEqual([`agent-${sum}`])
+    expect(execFileSync(result.binary.path, { encoding: 'utf8' })).toBe('agent fixture-1\n')
+    expect(JSON.parse(sb.readState().vars['nomad/jobs/agent-economique/releases'].Items.binaries).map((b: any) => [b.sha256, b.hosts])).toEqual([[sum, ['127.0.0.1', '127.0.0.2']]])
 
     r = await sb.run('deploy_nomad.mts', ['--json'], { env: two() })
     expect(r.code, r.stderr).toBe(0)
     const ids = `${nodeId('client-1')},${nodeId('client-2')}`
-    expect(sb.commands('nomad').filter((c) => c.startsWith('job plan'))).toEqual([
-      expect.stringMatching(new RegExp(`^job plan -var=binary_path=${base}/data/agent-${sha} -var=binary_sha256=${sha} -var=commit=\\S* -var=nodes=${ids} ${path.join(root, 'jobs/agent.nomad')}$`))])
+    // The exact release file the record names (its sha256 and commit in the job's meta), on those two nodes.
+    const plans = sb.commands('nomad').filter((c) => c.startsWith('job plan '))
+    expect(plans).toEqual([expect.stringMatching(new RegExp(`^job plan -var=binary_path=${base}/data/agent-${sum} -var=binary_sha256=${sum} -var=commit=\\S* -var=nodes=${ids} ${path.join(root, 'jobs/agent.nomad')}$`))])
     const allocs = sb.readState().jobs['agent-economique'].allocs as { NodeName: string; DesiredStatus: string }[]
     expect(allocs.filter((a) => a.DesiredStatus === 'run').map((a) => a.NodeName)).toEqual([expect.stringMatching(/^client-[12]$/)])
 

@@ -68,8 +68,13 @@ export type Scenario = {
   breakIt(ctx: Ctx, env: Env): Env
   /** A script that only reads (status): its first run must change nothing either. */
   readOnly?: boolean
-  /** Running it a second time with the same inputs: the exit code and what it says. */
-  again: { code: number; says: RegExp; writes?: string[] }
+  /**
+   * Running it a second time with the same inputs: the exit code and what it says; `writes` the write
+   * calls it still makes; `marks` what it still may do: touch the files matching `files` (times only:
+   * same inode, size, mode and content), rewrite the variables `vars`, and run the remote scripts
+   * matching `remote` (e.g. a lock taken and released).
+   */
+  again: { code: number; says: RegExp; writes?: string[]; marks?: { files: RegExp; vars: string[]; remote: RegExp[] } }
 }
 
 /** Run the nomad double directly (setting up a cluster's state; not a call under test). */

@@ -86,7 +86,8 @@ export type DryStep = { name: string; what: string; script: string; args: string
 function statements(script: string): string[] {
   const out: string[] = []
   let depth = 0
-  const tokens = script.split('; ')
+  // A `case` arm's ";; " is no statement end: splitting there would leave a lone ";" (a syntax error).
+  const tokens = script.split(/(?<!;); (?!;)/)
   for (let i = 0; i < tokens.length; i++) {
     let t = tokens[i]
     // A { ...; } group stays on one line.
