@@ -172,29 +172,26 @@ Useful commands:
 `)
   })
 
-  it('a second run sends nothing, only marks the release as the newest, and says "unchanged" (same sha256: reproducible build), over one login', async () => {
+  it('a second run sends nothing, changes nothing (no lock, no mark, no record write), and says "unchanged" (same sha256: reproducible build), over one login', async () => {
     const first = await run()
     expect(first.code).toBe(0)
     const live = release(sumOf(first))
-    const old = new Date(Date.now() - 3600_000)
-    utimesSync(live, old, old)
     const before = statSync(live)
     const from = ssh.argv().length
+    const puts = sb.commands('nomad').filter((c) => c.startsWith('var put')).length
     const r = await run({ AGENT_SOURCE_DIR: variant('fixture-1') }) // another checkout of the same source
     expect(r.code).toBe(0)
     expect(sumOf(r)).toBe(sumOf(first))
-    expect(r.stdout).toMatch(new RegExp(`^${live} on ${USERS.dash}@127\\.0\\.0\\.1 is unchanged \\(already there, sha256 checked\\): nothing sent\n  release agent-${sumOf(r).slice(0, 12)}\n  sha256  ${sha(live)}\n`))
+    expect(r.stdout).toMatch(new RegExp(`^${live} on ${USERS.dash}@127\\.0\\.0\\.1 is unchanged \\(already there, the newest release, sha256 checked\\): nothing sent\n  release agent-${sumOf(r).slice(0, 12)}\n  sha256  ${sha(live)}\n`))
     expect(r.stderr).not.toContain('==> Upload')
     const calls = ssh.argv().slice(from)
-    // master, LOOK, LOCK, TOUCH, PRUNE, UNLOCK, exit: no INSTALL (nothing sent, no stdin)
-    expect(calls.map((a) => a.at(-1))).toEqual(['127.0.0.1', expect.stringContaining('command -v sha256sum'), expect.stringContaining('mkdir -p -- "$1" && l='),
-      expect.stringMatching(/touch -c -- "\$1\/\$2-\$3"' sh \S+ agent [0-9a-f]{64}$/), expect.stringContaining('shift 3'), expect.stringContaining('sh -c \'l='), '127.0.0.1'])
-    expect(calls.flat().join(' ')).not.toMatch(/upload|cat > /)
+    // master, LOOK, exit: the release is there and the newest: nothing to lock, send, mark or prune
+    expect(calls.map((a) => a.at(-1))).toEqual(['127.0.0.1', expect.stringContaining('command -v sha256sum'), '127.0.0.1'])
     expect(r.logins).toBe(1)
     const after = statSync(live)
-    expect([after.ino, after.size, sha(live)]).toEqual([before.ino, before.size, sumOf(first)])
-    expect(after.mtimeMs).toBeGreaterThan(before.mtimeMs + 3000_000) // touched: the newest release again
+    expect([after.ino, after.size, after.mtimeMs, sha(live)]).toEqual([before.ino, before.size, before.mtimeMs, sumOf(first)])
     expect(releases()).toEqual([`agent-${sumOf(first)}`])
+    expect(sb.commands('nomad').filter((c) => c.startsWith('var put')).length).toBe(puts) // the record already says it
     expect(recorded().map((b) => [b.sha256, b.hosts])).toEqual([[sumOf(first), ['127.0.0.1']]])
   })
 
@@ -442,7 +439,7 @@ describe('deploy_binary: failures leave every release as it was', () => {
     const live = release(sumOf(first))
     const r = await run({}, [], { user })
     expect(r.code, r.stderr).toBe(0)
-    expect(r.stdout).toContain(`${live} on ${user}@127.0.0.1 is unchanged (already there, sha256 checked): nothing sent`)
+    expect(r.stdout).toContain(`${live} on ${user}@127.0.0.1 is unchanged (already there, the newest release, sha256 checked): nothing sent`)
     expect(r.stderr).not.toContain('warning:')
     expect(readdirSync(remote)).toEqual([`agent-${sumOf(first)}`])
     const arm = await run({ AGENT_GOARCH: 'arm64' }, [], { user })
@@ -555,7 +552,7 @@ describe('deploy_binary: remote quoting and refusals', () => {
     expect(r.stdout).toContain(`  path    ${live}  (linux/amd64)\n`)
     expect(execFileSync('find', [base, '-mindepth', '1'], { encoding: 'utf8' }).split('\n').filter(Boolean).sort()).toEqual([`${base}/-odd+dir@v1.2`, remote, live])
     const again = await run({ AGENT_BINARY_NAME: name }, [], { user })
-    expect(again.stdout).toContain('is unchanged (already there, sha256 checked): nothing sent')
+    expect(again.stdout).toContain('is unchanged (already there, the newest release, sha256 checked): nothing sent')
     expect(again.logins).toBe(1)
     // A second build beside it, then with DEPLOY_KEEP_RELEASES=2 a third: the oldest goes, found by the same quoted name.
     const v2 = await run({ AGENT_BINARY_NAME: name, AGENT_SOURCE_DIR: variant('v2') }, [], { user })
@@ -626,7 +623,7 @@ describe('deploy_binary --json', () => {
     r = await run({}, ['--json'])
     result = await jsonResult(r.stdout)
     expect(result).toMatchObject({ outcome: 'unchanged', binary: { path: release(sum), sha256: sum } })
-    expect(result.message).toMatch(/ is unchanged \(already there, sha256 checked\): nothing sent$/)
+    expect(result.message).toMatch(/ is unchanged \(already there, the newest release, sha256 checked\): nothing sent$/)
   })
 })
 
