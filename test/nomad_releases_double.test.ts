@@ -261,6 +261,14 @@ describe('nomad var lock (1.7.0+)', () => {
     expect(nomad('var', 'lock', 'locks/deploy')).toEqual({ code: 1, stdout: '', stderr: 'Not enough arguments (expected >2, got 1)\n' })
   })
 
+  it('a write without the lock ID is refused while the lock is held: a conflict with a zero variable', () => {
+    const script = `i=$(nomad var get -out go-template -template '{{.ModifyIndex}}' locks/deploy); nomad var put -check-index $i locks/deploy x=1; echo put=$?`
+    const r = spawnSync(path.join(sb.bin, 'nomad'), ['var', 'lock', 'locks/deploy', script], { env: { ...env(), PATH: `${sb.bin}:${process.env.PATH}` }, encoding: 'utf8' })
+    expect(r.status).toBe(0)
+    expect(r.stdout).toBe('put=1\n')
+    expect(r.stderr).toMatch(/^Check-and-Set conflict\n\n  Your provided check-index \(\d+\) does not match the server-side index \(0\)\./)
+  })
+
   it('locking an existing variable overwrites its items (VarLockAcquire writes the whole variable)', () => {
     expect(nomad('var', 'put', 'locks/deploy', 'a=1', 'b=2').code).toBe(0)
     expect(nomad('var', 'lock', 'locks/deploy', 'true').code).toBe(0)

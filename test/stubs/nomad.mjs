@@ -10,7 +10,22 @@
 // promotion unless the job's auto_promote is true; an unchanged specification registers no new
 // version; a failed deployment with auto_revert registers the latest STABLE version again, as a new
 // version with its own (canary-less, in-place) deployment. `job revert` places a canary like a deploy.
+// A job keeps 6 versions without a tag (nomad/state/state_store.go@v2.0.5 upsertJobVersion; tagged ones
+// are not counted; the newest stable one is kept; all count at 1.6.10): `job history`, `job inspect
+// -version` and `job revert` no longer know the pruned ones (their deployments and allocations stay).
+// `job history -json` / `job inspect -json` print api.Job: Meta (the job-level meta block, null without
+// one), each task's Driver and Config (image, command), Stable, Version, SubmitTime, JobModifyIndex and,
+// from a 1.9 CLI, VersionTag. 1.9.0+: `job tag apply [-name] [-description] [-version] <job>`, `job tag
+// unset -name N <job>`, `job revert <job> <tag>`. 1.7.0+: `var lock [-ttl] [-delay] [-early-return]
+// [-shell=false] [-verbose] [-max-retry] [-backoff] <path> [@spec.json] child...` runs its child while
+// it holds the lock (renewed every 0.7 x TTL; expired 2 x TTL after the last renewal, then held LockDelay
+// more). Older CLIs print the parent command's help (exit 1) for these, as the real one does.
 // State lives in $STUB_STATE/nomad.json; every call is appended to $STUB_STATE/calls.jsonl.
+// jobs[name].versions: [{ version, stable, submitTime, jobModifyIndex, meta, taskSpecs, versionTag?:
+//   { Name, Description, TaggedTime }, ... }] in version order (find one by its number: versionOf);
+//   jobs[name].pruned: the versions pruned from the history (the copy the allocations keep).
+// vars[path].Lock: { ID, TTL, LockDelay } (Go duration strings); varLocks[path]: { ID, pid, ttlMs,
+//   delayMs, expiresAt } — the servers' timer (nomad/locks.go@v2.0.5), renewed by the holder.
 //
 // Knobs in the state file (tests set them with setState):
 //   mode: "ok" | "forbidden" (403) | "unreachable" | "hang"
@@ -29,6 +44,7 @@
 //   signalAfter: { cmd: "job plan", signal: "SIGTERM", pid: N } — that call, as it ends, signals N
 //   version / cliVersion: see above
 //   nodeRead: false — the token may not read the servers (server members answers 403)
+//   tokenManagement: true — the `token` is a management token: it sees a variable's Lock (readerView)
 //   vaultDefaultIdentity: true — (1.7-1.9) the servers set vault.default_identity (workload identity)
 //   vaultAllowUnauthenticated: false — (1.6-1.9) a submitter must give a Vault token (VAULT_TOKEN)
 //   consulAllowUnauthenticated: false — (1.6-1.9) a submitter must give a Consul token (CONSUL_HTTP_TOKEN) to job run/revert
@@ -906,6 +922,13 @@ function varPut() {
   if (!flags.force) {
     const given = flags['check-index'] !== undefined ? Number(flags['check-index']) : (specIndex ?? 0)
     if (given !== serverIndex) die(`Check-and-Set conflict\n\n  Your provided check-index (${given}) does not match the server-side index (${serverIndex}).\n  The server-side item was modified since you last read it. To overwrite it\n  anyway, add the -force or -check-index=${serverIndex} flag before the positional arguments.`)
+  }
+  // A locked variable (nomad/state/state_store_variables.go@v2.0.5 varSetTxn): a write without its lock ID
+  // is a conflict whose variable is a zero value (ModifyIndex 0). Not modelled: the same with -force (a 409
+  // the CLI prints as an unexpected response).
+  if (existing?.Lock && !flags.force) {
+    const given = flags['check-index'] !== undefined ? Number(flags['check-index']) : (specIndex ?? 0)
+    die(`Check-and-Set conflict\n\n  Your provided check-index (${given}) does not match the server-side index (0).\n  The server-side item was modified since you last read it. To overwrite it\n  anyway, add the -force or -check-index=0 flag before the positional arguments.`)
   }
   const now = Date.now() * 1e6
   const index = ++state.index
