@@ -285,3 +285,81 @@ export async function concludeRelease(nomad: Nomad, r: Omit<Release, 'when' | 'b
   await recordRelease(nomad, release, keep)
   return release
 }
+
+// ---------------------------------------------------------------------------------------------
+// Images of a job version (added for the storefront scripts)
+
+/** The images of a job version's tasks, in order ([] when it runs none, or history has no Config). */
+export function imagesOf(v: JobVersion): string[] {
+  return (v.TaskGroups ?? []).flatMap((g) => g.Tasks ?? []).map((t) => t.Config?.image).filter((i): i is string => Boolean(i))
+}
+
+/** An image reference's tag: after the last ':' of its last path segment (a registry's :port is not one). */
+export function imageTag(image: string): string | undefined {
+  const last = image.slice(image.lastIndexOf('/') + 1)
+  return last.includes(':') ? last.slice(last.lastIndexOf(':') + 1).replace(/@.*$/, '') : undefined
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lock of a job, held until the run ends (added beside lockJob: see holdJobLock)
+
+/**
+ * lockJob, for scripts that end by exit(): the same lock, the same refusal (exit 2 naming the holder),
+ * the same waiting (DEPLOY_LOCK_WAIT). Two differences: the release at the end clears its time limit
+ * (lockJob's cleanup leaves a DEPLOY_COMMAND_TIMEOUT timer pending, which holds the process that long
+ * after the lock is released), and the run is not kept alive by the lock's child (lockJob's child, with
+ * its open pipe, keeps the event loop busy: a script that runs off its end never ends).
+ */
+export async function holdJobLock(nomad: Nomad, job: string, script: string, waitSeconds: number): Promise<void> {
+  const { server } = await nomadVersions(nomad)
+  if (!atLeast(server, '1.7')) {
+    console.error(`    Nomad ${server} has no variable locks (1.7+): a concurrent deploy of ${job} is stopped by -check-index only`)
+    return
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'deploy-lock-'))
+  onExit(() => rmSync(dir, { recursive: true, force: true }))
+  const spec = path.join(dir, 'holder.json')
+  writeFileSync(spec, JSON.stringify({ Items: { by: whoAmI(), script, pid: String(process.pid), since: new Date().toISOString() } }))
+  const deadline = Date.now() + waitSeconds * 1000
+  for (let said = false; ;) {
+    const proc = $({ env: nomad.env, nothrow: true, quiet: true })`nomad var lock -early-return -shell=false ${lockPath(job)} @${spec} sh -c ${'echo locked; exec cat >/dev/null'}`
+    const locked = await new Promise<boolean>((resolve) => {
+      let seen = ''
+      proc.stdout.on('data', (b: Buffer) => {
+        seen += b.toString()
+        if (seen.includes('locked')) resolve(true)
+      })
+      void proc.then(() => resolve(false))
+    })
+    if (locked) {
+      onExit(async () => {
+        proc.stdin.end()
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([proc, new Promise((r) => { timer = setTimeout(r, nomad.limit * 1000) })])
+        clearTimeout(timer)
+      })
+      // The child stays, and holds the lock, until the run ends; it alone does not keep the run alive.
+      proc.child?.unref()
+      for (const s of [proc.child?.stdin, proc.child?.stdout, proc.child?.stderr]) (s as unknown as { unref?: () => void } | undefined)?.unref?.()
+      console.error(`    locked ${lockPath(job)} (released when this run ends)`)
+      return
+    }
+    const out = await proc
+    if (!out.ok) {
+      const { message, code } = nomadError(nomad, out)
+      if (code === EXIT.refused) refuse([`nomad var lock ${lockPath(job)}: ${message} (the token needs variables write on nomad/jobs/*)`])
+      fail(`nomad var lock ${lockPath(job)}: ${message}`)
+    }
+    const read = await nomad.$`nomad var get -out json ${lockPath(job)}`
+    let held = ''
+    try {
+      const items = JSON.parse(read.stdout).Items ?? {}
+      held = [items.by, items.script && `running ${items.script}`, items.since && `since ${items.since}`].filter(Boolean).join(', ')
+    } catch { /* holder unknown */ }
+    if (Date.now() + 5000 > deadline)
+      refuse([`another run holds the lock of ${job} (${held || 'holder unknown'}): nothing was changed; run again once it is done, or wait for it with DEPLOY_LOCK_WAIT=<seconds>; a lock left by a killed run expires by itself within 30 s`])
+    if (!said) console.error(`    ${lockPath(job)} is held by ${held || 'another run'}: waiting up to ${waitSeconds}s (DEPLOY_LOCK_WAIT)`)
+    said = true
+    await new Promise((r) => setTimeout(r, 5000))
+  }
+}
