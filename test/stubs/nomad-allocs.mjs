@@ -43,6 +43,13 @@ const TERMINAL = ['complete', 'failed', 'lost']
 const DEFAULT_FAILURE = 'Error: cannot connect to valkey at 127.0.0.1:6379: dial tcp 127.0.0.1:6379: connect: connection refused'
 
 /** The allocation model and commands, over the double's state and helpers (see nomad.mjs). */
+/**
+ * The job version an allocation or a deployment runs: a tracked one, else the copy the allocation keeps
+ * once the version was pruned from the job's history (structs.Allocation.Job outlives job_version;
+ * nomad/state/state_store.go@v2.0.5 upsertJobVersion deletes only the job_version entry).
+ */
+export const versionAt = (j, n) => j.versions.find((v) => v.version === n) ?? j.pruned?.find((v) => v.version === n)
+
 export function allocations({ state, cli, flags, args, die, out, hint, findJob, version }) {
   const nowNs = () => Date.now() * 1e6
   const iso = () => new Date().toISOString()
@@ -199,7 +206,7 @@ export function allocations({ state, cli, flags, args, die, out, hint, findJob, 
   /** The blocked evaluation runs again: true when the deployment now has all it needs. */
   function unblock(d) {
     const j = state().jobs[d.JobID]
-    fill(j, d, j.versions[d.JobVersion])
+    fill(j, d, versionAt(j, d.JobVersion))
     for (const [g, tg] of Object.entries(d.TaskGroups)) tg.PlacedAllocs = ofDeployment(d).filter((a) => a.TaskGroup === g).length
     return !d.stub.blocked
   }
@@ -223,7 +230,7 @@ export function allocations({ state, cli, flags, args, die, out, hint, findJob, 
    */
   function promoted(d) {
     const j = state().jobs[d.JobID]
-    const v = j.versions[d.JobVersion]
+    const v = versionAt(j, d.JobVersion)
     const index = ++state().index
     const evalID = randomUUID()
     const ev = newEval(j, v)
@@ -349,7 +356,7 @@ export function allocations({ state, cli, flags, args, die, out, hint, findJob, 
 
   /** api.Allocation (api/allocations.go@v2.0.5, same fields at v1.6.10): DeploymentID, and the job (the fields scripts read). */
   function allocation(a) {
-    const v = state().jobs[a.JobID].versions[a.JobVersion]
+    const v = versionAt(state().jobs[a.JobID], a.JobVersion)
     const job = { Region: 'global', Namespace: 'default', ID: a.JobID, Name: a.JobID, Type: 'service', Priority: 50, Datacenters: ['dc1'], Version: a.JobVersion, Stable: v.stable, Status: 'running',
       TaskGroups: v.groups.map((g) => ({ Name: g, Count: v.count, Tasks: a.stub.tasks.map((t) => ({ Name: t, Driver: 'docker', Config: t === a.stub.tasks[0] && v.image ? { image: v.image } : {} })) })) }
     // api/allocations.go@v1.11.0: DesiredTransition gains ForceReschedule, NoShutdownDelay, MigrateDisablePlacement.

@@ -10,7 +10,22 @@
 // promotion unless the job's auto_promote is true; an unchanged specification registers no new
 // version; a failed deployment with auto_revert registers the latest STABLE version again, as a new
 // version with its own (canary-less, in-place) deployment. `job revert` places a canary like a deploy.
+// A job keeps 6 versions without a tag (nomad/state/state_store.go@v2.0.5 upsertJobVersion; tagged ones
+// are not counted; the newest stable one is kept; all count at 1.6.10): `job history`, `job inspect
+// -version` and `job revert` no longer know the pruned ones (their deployments and allocations stay).
+// `job history -json` / `job inspect -json` print api.Job: Meta (the job-level meta block, null without
+// one), each task's Driver and Config (image, command), Stable, Version, SubmitTime, JobModifyIndex and,
+// from a 1.9 CLI, VersionTag. 1.9.0+: `job tag apply [-name] [-description] [-version] <job>`, `job tag
+// unset -name N <job>`, `job revert <job> <tag>`. 1.7.0+: `var lock [-ttl] [-delay] [-early-return]
+// [-shell=false] [-verbose] [-max-retry] [-backoff] <path> [@spec.json] child...` runs its child while
+// it holds the lock (renewed every 0.7 x TTL; expired 2 x TTL after the last renewal, then held LockDelay
+// more). Older CLIs print the parent command's help (exit 1) for these, as the real one does.
 // State lives in $STUB_STATE/nomad.json; every call is appended to $STUB_STATE/calls.jsonl.
+// jobs[name].versions: [{ version, stable, submitTime, jobModifyIndex, meta, taskSpecs, versionTag?:
+//   { Name, Description, TaggedTime }, ... }] in version order (find one by its number: versionOf);
+//   jobs[name].pruned: the versions pruned from the history (the copy the allocations keep).
+// vars[path].Lock: { ID, TTL, LockDelay } (Go duration strings); varLocks[path]: { ID, pid, ttlMs,
+//   delayMs, expiresAt } — the servers' timer (nomad/locks.go@v2.0.5), renewed by the holder.
 //
 // Knobs in the state file (tests set them with setState):
 //   mode: "ok" | "forbidden" (403) | "unreachable" | "hang"
@@ -29,6 +44,7 @@
 //   signalAfter: { cmd: "job plan", signal: "SIGTERM", pid: N } — that call, as it ends, signals N
 //   version / cliVersion: see above
 //   nodeRead: false — the token may not read the servers (server members answers 403)
+//   tokenManagement: true — the `token` is a management token: it sees a variable's Lock (readerView)
 //   vaultDefaultIdentity: true — (1.7-1.9) the servers set vault.default_identity (workload identity)
 //   vaultAllowUnauthenticated: false — (1.6-1.9) a submitter must give a Vault token (VAULT_TOKEN)
 //   consulAllowUnauthenticated: false — (1.6-1.9) a submitter must give a Consul token (CONSUL_HTTP_TOKEN) to job run/revert
@@ -47,11 +63,12 @@
 // again, as the blocked evaluation does when a node or a volume changes.
 // Like the server, the double applies one call at a time: a call takes a lock file before it reads
 // the state it acts on (after any barrier or hang) and writes it back atomically (rename).
+import { spawn } from 'node:child_process'
 import { createHash, randomUUID } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { barrier, err, hang, lock, logCall, out, readState, signalAfter, slowDown, unlock, writeState } from './common.mjs'
-import { allocations } from './nomad-allocs.mjs'
+import { allocations, versionAt } from './nomad-allocs.mjs'
 import { dryRunLines, evalExpr, evaluation, fingerprintVolumes, hclItems, metricsLines, nodeCommands, placementSpec } from './nomad-nodes.mjs'
 
 const load = () => readState('nomad', (s) => {
@@ -59,6 +76,7 @@ const load = () => readState('nomad', (s) => {
   s.jobs ??= {}
   s.vars ??= {}
   s.mode ??= 'ok'
+  expireLocks(s)
   return s
 })
 // The knobs first; the state is read again under the lock (below) before the call acts on it.
@@ -112,23 +130,36 @@ const COMMANDS = {
   'var get': { item: 1, out: 1, template: 1 },
   'var put': { 'check-index': 1, force: 0, in: 1, out: 1, template: 1, verbose: 0 },
   'var list': { 'per-page': 1, 'page-token': 1, filter: 1, out: 1, template: 1 },
+  // command/job_tag_apply.go, job_tag_unset.go: from 1.9.0 (absent at v1.8.4), the same flags at v1.9.7 and v2.0.5.
+  ...(cli('1.9') ? { 'job tag apply': { name: 1, description: 1, version: 1 }, 'job tag unset': { name: 1 } } : {}),
+  // command/var_lock.go: from 1.7.0 (absent at v1.6.10), unchanged up to v2.0.5; -out is declared but unused.
+  ...(cli('1.7') ? { 'var lock': { verbose: 0, ttl: 1, delay: 1, shell: 0, 'early-return': 0, 'max-retry': 1, backoff: 1, out: 1 } } : {}),
 }
 
 // command/version.go@v2.0.5 (same at v1.6.10): FullVersionNumber(true).
 // fail: ["version"] — a broken CLI install (the binary cannot run: the shell says so, 126).
 if (argv[0] === 'version' && state.fail?.includes('version')) die(`${process.argv[1]}: cannot execute binary file: Exec format error`, 126)
 if (argv[0] === 'version' || argv[0] === '-version' || argv[0] === '--version') { out(`Nomad v${CLI}\nBuildDate 2026-08-12T10:00:00Z\nRevision 0123456789abcdef0123456789abcdef01234567`); process.exit(0) }
-const cmd = `${argv[0]} ${argv[1]}`
+// Nested commands: mitchellh/cli v1.1.5 (go.mod@v1.6.10 .. v1.9.x; hashicorp/cli v1.1.7 at v2.0.5, the same
+// code) cli.go processArgs takes the longest known command among the words before the first flag.
+let cmd = `${argv[0]} ${argv[1]}`
+let words = 2
+if (cmd === 'job tag' && cli('1.9') && ['apply', 'unset'].includes(argv[2])) { cmd = `job tag ${argv[2]}`; words = 3 }
+// A parent command whose Run returns cli.RunResultHelp (command/job.go, var.go@v1.6.10; job_tag.go@v2.0.5):
+// cli.go Run prints its help and immediate subcommands (commandHelp, defaultHelpTemplate) to the
+// ErrorWriter, which main.go leaves unset so that it is the HelpWriter, os.Stdout; exit 1.
+if (cmd === 'job tag') parentHelp(cli('1.9') ? 'job tag' : 'job')
+if (cmd === 'var lock' && !cli('1.7')) parentHelp('var')
 const spec = COMMANDS[cmd]
 if (!spec) die(`Unknown command: ${argv.join(' ')} (not in this test double)`, 127)
 const errCode = cmd === 'job plan' ? 255 : 1
-const { flags, args } = parseFlags(argv.slice(2), { ...GLOBAL, ...spec })
+const { flags, args } = parseFlags(argv.slice(words), { ...GLOBAL, ...spec })
 const allocs = allocations({ state: () => state, cli, flags, args, die, out, hint, findJob, version: VERSION })
 const nodes = nodeCommands({ state: () => state, version: VERSION, cli, server, flags, args, die, out, err, hint, stdin, addr: process.env.NOMAD_ADDR ?? 'http://127.0.0.1:4646',
   readFile: (f) => readFileSync(f, 'utf8'), nowNs: () => Date.now() * 1e6, nextIndex: () => ++state.index, uuid: randomUUID,
   allocsOf: (nodeID) => allocs.onNode(nodeID), allocStub: (a) => allocs.listStub(a) })
 // The node and volume commands print their API errors as the real CLI does (command/node_status.go, volume_*.go@v2.0.5).
-const NEW_API = ['node status', 'volume register', 'volume status']
+const NEW_API = ['node status', 'volume register', 'volume status', 'job tag apply', 'job tag unset']
 
 // Connection: the real CLI fails on every API call when it cannot talk to the server.
 const addr = process.env.NOMAD_ADDR ?? 'http://127.0.0.1:4646'
@@ -138,6 +169,8 @@ await barrier('nomad', cmd, state.barrier?.[cmd])
 await slowDown(cmd, state.slow?.[cmd])
 if (state.mode === 'hang') await hang()
 signalAfter(cmd, state.signalAfter)
+// `var lock` talks to the servers several times (acquire, renew, release) while its child runs.
+if (cmd === 'var lock') await varLock()
 lock('nomad')
 state = load()
 const lead = NEW_API.includes(cmd) ? '' : 'Error: '
@@ -177,7 +210,9 @@ switch (cmd) {
   case 'alloc logs': allocs.allocLogs(); break
   case 'var get': varGet(); break
   case 'var put': varPut(); break
-  case 'var list': out(JSON.stringify(Object.values(state.vars).map(({ Items, ...meta }) => meta), null, 2)); break
+  case 'var list': out(JSON.stringify(Object.values(state.vars).map(({ Items, ...meta }) => readerView(meta)), null, 2)); break
+  case 'job tag apply': tagApply(); break
+  case 'job tag unset': tagUnset(); break
 }
 fingerprintVolumes(state)
 save()
@@ -264,7 +299,9 @@ function errPrefix() {
     'job allocs': cli('2.0.3') ? 'Error querying job' : 'Error retrieving allocations', 'alloc status': 'Error querying allocation', 'alloc logs': 'Error querying allocation',
     // command/node_status.go@v2.0.5 (the same at v1.6.10); command/volume_register_host.go, volume_status_host.go@v2.0.5 and volume_status_csi.go@v1.9.7.
     'node status': args.length || flags.self ? 'Error querying node info' : 'Error querying node status', 'volume register': 'Error registering volume',
-    'volume status': !cli('1.10') || flags.type === 'csi' ? 'Error querying volumes' : args.length ? 'Error listing host volumes: error querying volumes' : 'Error querying host volumes' }[cmd] ?? 'Error querying'
+    'volume status': !cli('1.10') || flags.type === 'csi' ? 'Error querying volumes' : args.length ? 'Error listing host volumes: error querying volumes' : 'Error querying host volumes',
+    // command/meta.go@v2.0.5 jobIDByPrefix, the first call of job_tag_apply.go / job_tag_unset.go.
+    'job tag apply': `Error querying job prefix "${args.at(-1)}"`, 'job tag unset': `Error querying job prefix "${args.at(-1)}"` }[cmd] ?? 'Error querying'
 }
 
 
@@ -367,8 +404,43 @@ function parseJobFile(file) {
     return d ? evalExpr(d.expr, () => undefined) : undefined
   }
   const sched = placementSpec(text, file, typed, (m) => die(m.startsWith('test double') ? m : `Error getting job struct: Error parsing job file from ${file}:\n${m}`, errCode))
-  return { name: job[1], vars, groups: groups.length ? groups : ['main'], canary, count, autoPromote, autoRevert, image, key, text, vault, task, consulBlock, templates, consulTemplate,
+  const { meta, taskSpecs } = jobMetaAndTasks(text, typed)
+  return { meta, taskSpecs, name: job[1], vars, groups: groups.length ? groups : ['main'], canary, count, autoPromote, autoRevert, image, key, text, vault, task, consulBlock, templates, consulTemplate,
     tasks: tasks.length ? tasks : [task], restart, secret, sched }
+}
+
+/**
+ * The job-level `meta { k = expr }` block (api.Job Meta, map[string]string: a number or a bool becomes
+ * its text), null without one or with an empty one (nomad/structs/structs.go@v2.0.5 Job.Canonicalize:
+ * `if len(j.Meta) == 0 { j.Meta = nil }`); and each group's tasks with their driver and the config the
+ * scripts read: a docker task's image, a raw_exec (or exec) task's command.
+ */
+function jobMetaAndTasks(text, valueOf) {
+  const jobBlock = hclItems(text).find((b) => b.kind === 'block' && b.type === 'job')
+  if (!jobBlock) return { meta: null, taskSpecs: {} }
+  const items = hclItems(jobBlock.body)
+  const blocks = (list, type) => list.filter((x) => x.kind === 'block' && x.type === type)
+  const attrs = (body) => Object.fromEntries(hclItems(body).filter((x) => x.kind === 'attr').map((x) => [x.name, x.expr]))
+  const value = (expr) => { const v = evalExpr(expr, valueOf); return v === undefined ? undefined : Array.isArray(v) ? v : String(v) }
+  let meta = null
+  for (const b of blocks(items, 'meta')) for (const [k, expr] of Object.entries(attrs(b.body))) {
+    const v = value(expr)
+    if (v === undefined) die(`test double: the expression ${expr} (meta.${k}) is not supported`, errCode)
+    ;(meta ??= {})[k] = v
+  }
+  const taskSpecs = {}
+  for (const g of blocks(items, 'group')) {
+    taskSpecs[g.labels[0]] = blocks(hclItems(g.body), 'task').map((t) => {
+      const ti = hclItems(t.body)
+      const driver = value(attrs(t.body).driver ?? '""') ?? ''
+      const conf = blocks(ti, 'config')[0]
+      const ca = conf ? attrs(conf.body) : {}
+      const config = {}
+      for (const k of ['image', 'command']) if (ca[k] !== undefined) { const v = value(ca[k]); if (v !== undefined) config[k] = v }
+      return { Name: t.labels[0], Driver: driver, Config: config }
+    })
+  }
+  return { meta, taskSpecs }
 }
 
 /**
@@ -393,6 +465,33 @@ function vaultBlocks(text, valueOf) {
 function current(name) {
   const j = state.jobs[name]
   return j && j.versions[j.versions.length - 1]
+}
+
+/**
+ * A tracked version of the job by its number (j.versions is kept in version order; pruned ones are
+ * gone from it, so the index is not the number).
+ */
+function versionOf(j, n) {
+  return j.versions.find((v) => v.version === n)
+}
+
+/**
+ * nomad/state/state_store.go@v2.0.5 upsertJobVersion (run when a version is registered, and again when
+ * a tag is applied or unset): JobTrackedVersions = 6 (nomad/structs/structs.go JobDefaultTrackedVersions)
+ * versions WITHOUT a VersionTag are kept (jobVersionByID(includeTagged=false)); beyond that the oldest one
+ * is deleted, unless it is the newest stable one (all[6]), which is swapped with all[5]. One deletion per
+ * call. @v1.6.10: the same, with every version counted (no tags).
+ */
+function trackVersions(j) {
+  const all = j.versions.filter((v) => !(server('1.9') && v.versionTag)).sort((a, b) => b.version - a.version)
+  const max = 6
+  if (all.length <= max) return
+  const stableIdx = all.findIndex((v) => v.stable)
+  if (stableIdx === max) [all[max - 1], all[max]] = [all[max], all[max - 1]]
+  const d = all[max]
+  j.versions = j.versions.filter((v) => v !== d)
+  // The allocations keep their own copy of the job (structs.Allocation.Job): versionAt() finds it there.
+  ;(j.pruned ??= []).push(d)
 }
 
 function plan() {
@@ -449,11 +548,11 @@ function planFailures(job, cur) {
   const j = state.jobs[job.name]
   if (cur && cur.key === job.key) {
     const d = latestDeployment(job.name)
-    return d?.stub.blocked ? allocs.dryRun(j, j.versions[d.JobVersion], d, { fillOnly: true }) : {}
+    return d?.stub.blocked ? allocs.dryRun(j, versionAt(j, d.JobVersion), d, { fillOnly: true }) : {}
   }
   const stable = j && [...j.versions].reverse().find((v) => v.stable)
   const canary = cur && stable?.key !== job.key ? job.canary : 0
-  return allocs.dryRun(j, planVersion(job), planDeployment(job, canary, j ? j.versions.length : 0))
+  return allocs.dryRun(j, planVersion(job), planDeployment(job, canary, cur ? cur.version + 1 : 0))
 }
 
 /**
@@ -465,13 +564,17 @@ function register(name, job, extra = {}, { rollback = false } = {}) {
   const j = (state.jobs[name] ??= { versions: [], deployments: [], modifyIndex: 0 })
   const prev = j.versions[j.versions.length - 1]
   if (prev && prev.key === job.key) return null
-  const version = j.versions.length
-  j.versions.push({ version, key: job.key, text: job.text, vars: job.vars, canary: job.canary, count: job.count, groups: job.groups,
+  const version = prev ? prev.version + 1 : 0
+  // nomad/job_endpoint.go@v2.0.5 Revert: the copy of an old version loses its VersionTag and is not stable.
+  const record = { version, key: job.key, text: job.text, vars: job.vars, canary: job.canary, count: job.count, groups: job.groups,
     autoPromote: job.autoPromote, autoRevert: job.autoRevert, image: job.image, submitTime: Date.now() * 1e6, stable: false,
     vault: job.vault, task: job.task, consulBlock: job.consulBlock, templates: job.templates, consulTemplate: job.consulTemplate,
-    tasks: job.tasks, restart: job.restart, secret: job.secret, sched: job.sched, ...extra })
+    tasks: job.tasks, restart: job.restart, secret: job.secret, sched: job.sched, meta: job.meta ?? null, taskSpecs: job.taskSpecs, ...extra }
+  delete record.versionTag
+  j.versions.push(record)
   j.modifyIndex = ++state.index
-  j.versions[version].jobModifyIndex = j.modifyIndex
+  record.jobModifyIndex = j.modifyIndex
+  trackVersions(j)
   // Canaries are placed only when an earlier version runs (the first deployment has none).
   // Canaries are placed only for a destructive update of what runs: a version whose specification is
   // the latest stable one (a revert to what the other instances run) is updated in place.
@@ -490,7 +593,7 @@ function register(name, job, extra = {}, { rollback = false } = {}) {
     stub: { polls: 0, ending, problem },
   }
   j.deployments.push(d)
-  d.stub.failures = allocs.place(j, d, j.versions[version])
+  d.stub.failures = allocs.place(j, d, record)
   if (!d.stub.blocked) delete d.stub.failures
   return d
 }
@@ -593,8 +696,8 @@ function advance(d) {
   d.StatusDescription = 'Deployment completed successfully'
   for (const g of groups) { g.HealthyAllocs = g.DesiredTotal; g.PlacedAllocs = g.DesiredTotal }
   allocs.healthy(d)
-  const j = state.jobs[d.JobID]
-  j.versions[d.JobVersion].stable = true
+  const v = versionOf(state.jobs[d.JobID], d.JobVersion)
+  if (v) v.stable = true
 }
 
 /** command/meta.go@v1.6.10 and @v2.0.5 (JobIDByPrefix): capital ID. */
@@ -615,12 +718,28 @@ function inspect() {
   const name = one('<job>')
   const cur = current(name)
   if (!cur) noJob(name)
-  const v = flags.version !== undefined ? state.jobs[name].versions[Number(flags.version)] : cur
-  if (!v) die(`job "${name}" version ${flags.version} not found`)
+  // command/job_inspect.go@v2.0.5 (and @v1.6.10) getJob: the version among Jobs().Versions, else this error.
+  if (flags.version !== undefined && !/^\d+$/.test(flags.version)) die(`Error parsing version value "${flags.version}": strconv.ParseUint: parsing "${flags.version}": invalid syntax`)
+  const v = flags.version !== undefined ? versionOf(state.jobs[name], Number(flags.version)) : cur
+  if (!v) die(`Error inspecting job: job "${name}" with version ${flags.version} couldn't be found`)
   if (flags.t === '{{.Version}}') return out(String(v.version))
   if (flags.t !== undefined) die(`template not supported by the test double: ${flags.t}`)
-  const job = { ID: name, Name: name, Version: v.version, Stable: v.stable, JobModifyIndex: state.jobs[name].modifyIndex }
+  const job = apiJob(name, v)
   out(JSON.stringify(flags.json ? job : { Job: job }, null, 4))
+}
+
+/**
+ * api.Job as the CLI prints it (the fields scripts read): Meta (null for a nil map), Stable, Version,
+ * SubmitTime, JobModifyIndex (of the version's registration: nomad/state/state_store.go@v2.0.5
+ * upsertJobImpl sets it, then upsertJobVersion stores the version), VersionTag (api/jobs.go@v2.0.5
+ * JobVersionTag {Name, Description, TaggedTime}; the field is absent from api.Job before 1.9.0:
+ * api/jobs.go@v1.6.10, @v1.8.4), and the task groups with each task's driver and image or command.
+ */
+function apiJob(name, v) {
+  const tg = (g) => v.taskSpecs?.[g] ?? (v.image ? [{ Name: g, Driver: 'docker', Config: { image: v.image } }] : [])
+  return { ID: name, Name: name, Meta: v.meta ?? null, TaskGroups: v.groups.map((g) => ({ Name: g, Count: v.count, Tasks: tg(g) })),
+    Stable: v.stable, Version: v.version, SubmitTime: v.submitTime, JobModifyIndex: v.jobModifyIndex ?? 0,
+    ...(cli('1.9') ? { VersionTag: v.versionTag ?? null } : {}) }
 }
 
 function latestDeployment(name) {
@@ -651,9 +770,14 @@ function history() {
   const versions = [...j.versions].reverse()
   // -json prints whole jobs; the double keeps the fields scripts read, and the task's image.
   // Each stored version keeps the JobModifyIndex of its registration (nomad/state/state_store.go@v2.0.5 upsertJobImpl: JobModifyIndex = index, then upsertJobVersion).
-  if (flags.json) return out(JSON.stringify(versions.map((v) => ({ ID: name, Name: name, Version: v.version, Stable: v.stable, SubmitTime: v.submitTime, JobModifyIndex: v.jobModifyIndex ?? 0,
-    TaskGroups: v.groups.map((g) => ({ Name: g, Count: v.count, Tasks: v.image ? [{ Name: g, Driver: 'docker', Config: { image: v.image } }] : [] })) })), null, 4))
-  out(versions.map((v) => `Version     = ${v.version}\nStable      = ${v.stable}\nSubmit Date = 2024-01-01T00:00:00Z`).join('\n\n'))
+  if (flags.json) return out(JSON.stringify(versions.map((v) => apiJob(name, v)), null, 4))
+  // command/job_history.go@v2.0.5 formatJobVersion: Tag Name, and Tag Description when not empty (columnize, " = ").
+  out(versions.map((v) => {
+    const rows = [['Version', v.version], ['Stable', v.stable], ['Submit Date', '2024-01-01T00:00:00Z']]
+    if (cli('1.9') && v.versionTag) { rows.push(['Tag Name', v.versionTag.Name]); if (v.versionTag.Description) rows.push(['Tag Description', v.versionTag.Description]) }
+    const w = Math.max(...rows.map(([k]) => k.length))
+    return rows.map(([k, x]) => `${k.padEnd(w)} = ${x}`).join('\n')
+  }).join('\n\n'))
 }
 
 function deployments() {
@@ -702,17 +826,31 @@ function promote() {
   out(`==> Monitoring evaluation "${randomUUID().slice(0, 8)}"`)
 }
 
+/**
+ * command/job_revert.go@v1.6.10: the version must parse as a number. @v1.9.7 and @v2.0.5: a number, else
+ * a tag name, looked up with api/jobs.go VersionByTag (Jobs().Versions, then the version whose VersionTag
+ * has that name) BEFORE the job's prefix. The server's errors (nomad/job_endpoint.go@v2.0.5 Revert) are
+ * printed after "Error retrieving job versions: ", as every Revert error is.
+ */
 function revert() {
-  if (args.length !== 2) die(`This command takes two arguments: <job> <version>\nFor additional help try 'nomad job revert -help'`)
+  if (args.length !== 2) die(`This command takes two arguments: <job> <${cli('1.9') ? 'version|tag' : 'version'}>\nFor additional help try 'nomad job revert -help'`)
   const [name, raw] = args
-  if (!/^\d+$/.test(raw)) die(`Failed to parse job-version flag: strconv.ParseUint: parsing "${raw}": invalid syntax`)
+  let n
+  if (/^\d+$/.test(raw)) n = Number(raw)
+  else if (!cli('1.9')) die(`Failed to parse job-version flag: strconv.ParseUint: parsing "${raw}": invalid syntax`)
+  else {
+    // command/agent/job_endpoint.go@v2.0.5 jobVersions: 404 "job versions not found" for an unknown job.
+    if (!state.jobs[name]) die('Error retrieving job versions: Unexpected response code: 404 (job versions not found)')
+    const tagged = state.jobs[name].versions.find((v) => v.versionTag?.Name === raw)
+    if (!tagged) die(`Error retrieving job versions: version tag ${raw} not found for job ${name}`)
+    n = tagged.version
+  }
   const j = state.jobs[name]
   if (!j) noJob(name)
-  const n = Number(raw)
   const cur = current(name)
-  if (n === cur.version) die(`Error retrieving job version ${n} for job ${name}: Unexpected response code: 500 (can't revert to current version)`)
-  const old = j.versions[n]
-  if (!old) die(`Error retrieving job version ${n} for job ${name}: Unexpected response code: 500 (job "${name}" in namespace "default" at version ${n} not found)`)
+  if (n === cur.version) die(`Error retrieving job versions: Unexpected response code: 500 (can't revert to current version)`)
+  const old = versionOf(j, n)
+  if (!old) die(`Error retrieving job versions: Unexpected response code: 500 (job "${name}" in namespace "default" at version ${n} not found)`)
   // nomad/job_endpoint.go@v1.9.7 Revert: the old version goes through Register with the submitter's tokens.
   if (old.vault) admission(old)
   if (old.vault) consulSubmitter(old)
@@ -738,7 +876,7 @@ function varGet() {
   }
   if (fmt === 'none') return
   if (fmt === 'go-template') return out(varTemplate(v, flags.template))
-  out(JSON.stringify(v, null, 2))
+  out(JSON.stringify(readerView(v), null, 2))
   hint('View variable details', `variables/var/${p}@default`)
 }
 
@@ -785,6 +923,13 @@ function varPut() {
     const given = flags['check-index'] !== undefined ? Number(flags['check-index']) : (specIndex ?? 0)
     if (given !== serverIndex) die(`Check-and-Set conflict\n\n  Your provided check-index (${given}) does not match the server-side index (${serverIndex}).\n  The server-side item was modified since you last read it. To overwrite it\n  anyway, add the -force or -check-index=${serverIndex} flag before the positional arguments.`)
   }
+  // A locked variable (nomad/state/state_store_variables.go@v2.0.5 varSetTxn): a write without its lock ID
+  // is a conflict whose variable is a zero value (ModifyIndex 0). Not modelled: the same with -force (a 409
+  // the CLI prints as an unexpected response).
+  if (existing?.Lock && !flags.force) {
+    const given = flags['check-index'] !== undefined ? Number(flags['check-index']) : (specIndex ?? 0)
+    die(`Check-and-Set conflict\n\n  Your provided check-index (${given}) does not match the server-side index (0).\n  The server-side item was modified since you last read it. To overwrite it\n  anyway, add the -force or -check-index=0 flag before the positional arguments.`)
+  }
   const now = Date.now() * 1e6
   const index = ++state.index
   state.vars[p] = { Namespace: 'default', Path: p, CreateIndex: existing?.CreateIndex ?? index, ModifyIndex: index, CreateTime: existing?.CreateTime ?? now, ModifyTime: now, Items: items }
@@ -793,4 +938,359 @@ function varPut() {
   else if (fmt !== 'none') out(`Namespace = default\nPath = ${p}\n${Object.entries(items).map(([k, v]) => `${k} = ${v}`).join('\n')}`)
   if (fmt === 'none') out(`Created variable "${p}" with modify index ${index}`)
   hint('View variable details', `variables/var/${p}@default`)
+}
+
+// ----- Job version tags (1.9.0+) ----------------------------------------------------------------
+
+/**
+ * `nomad job tag apply [-name N] [-description D] [-version V] <job>`: command/job_tag_apply.go@v2.0.5
+ * (the same at v1.9.0 and v1.9.7). Without -version: the current job's version (Jobs().Info). The server:
+ * nomad/job_endpoint.go@v2.0.5 TagVersion sets TaggedTime, nomad/state/state_store.go@v2.0.5
+ * updateJobVersionTagImpl: the name may not be on another version; the version's tag is REPLACED
+ * (versionCopy.VersionTag = tag); the current job too if it is that version; then upsertJobVersion.
+ * Its errors come back as a 500 (command/agent/http.go errCodeFromHandler) printed by the CLI.
+ */
+function tagApply() {
+  if (args.length !== 1) die(`This command takes one argument: <job>\nFor additional help try 'nomad job tag apply -help'`)
+  const job = args[0]
+  if (job === '') die(`A job name is required\nFor additional help try 'nomad job tag apply -help'`)
+  const name = flags.name ?? ''
+  if (name === '') die(`A version tag name is required\nFor additional help try 'nomad job tag apply -help'`)
+  const id = findJob(job.trim())
+  const j = state.jobs[id]
+  let n
+  if (flags.version === undefined || flags.version === '') {
+    // Jobs().Info(job) with the argument as given (not the resolved ID).
+    if (!state.jobs[job]) die('Error retrieving job versions: Unexpected response code: 404 (job not found)')
+    n = current(job).version
+  } else if (!/^\d+$/.test(flags.version)) die(`Error parsing version: strconv.ParseUint: parsing "${flags.version}": invalid syntax`)
+  else n = Number(flags.version)
+  const fail = (msg) => die(`Error tagging job version: Unexpected response code: 500 (${msg})`)
+  for (const v of j.versions) if (v.versionTag?.Name === name && v.version !== n) fail(`tag "${name}" already exists on a different version of job "${id}"`)
+  const v = versionOf(j, n)
+  if (!v) fail(`job "${id}" version ${n} not found`)
+  v.versionTag = { Name: name, Description: flags.description ?? '', TaggedTime: Date.now() * 1e6 }
+  ++state.index
+  trackVersions(j)
+  out(`Job version ${n} tagged with name "${name}"`)
+}
+
+/**
+ * `nomad job tag unset -name N <job>`: command/job_tag_unset.go@v2.0.5 (its error, too, says "tagging");
+ * nomad/state/state_store.go@v2.0.5 unsetJobVersionTagImpl: "tag %q not found on job %q"; the version
+ * goes back to the untagged ones and upsertJobVersion may prune it at once.
+ */
+function tagUnset() {
+  if (args.length !== 1) die(`This command takes one argument: <job>\nFor additional help try 'nomad job tag unset -help'`)
+  const job = args[0]
+  if (job === '') die(`A job name is required\nFor additional help try 'nomad job tag unset -help'`)
+  const name = flags.name ?? ''
+  if (name === '') die(`A version tag name is required\nFor additional help try 'nomad job tag unset -help'`)
+  const id = findJob(job.trim())
+  const j = state.jobs[id]
+  const v = j.versions.find((x) => x.versionTag?.Name === name)
+  if (!v) die(`Error tagging job version: Unexpected response code: 500 (tag "${name}" not found on job "${id}")`)
+  delete v.versionTag
+  ++state.index
+  trackVersions(j)
+  out(`Tag "${name}" removed from job "${job}"`)
+}
+
+/**
+ * The help of a parent command that has no Run of its own (cli.RunResultHelp), with its immediate
+ * subcommands and their synopses, as mitchellh/cli v1.1.5 cli.go commandHelp prints it, to stdout, exit 1.
+ * Help and synopses: command/job.go, var.go and each subcommand's Synopsis() at v1.6.10 (job action
+ * from 1.7.0: command/job_action.go@v1.7.0); command/job_tag.go, job_tag_apply.go, job_tag_unset.go@v2.0.5.
+ */
+function parentHelp(parent) {
+  const JOB = `Usage: nomad job <subcommand> [options] [args]
+
+  This command groups subcommands for interacting with jobs.
+
+  Run a new job or update an existing job:
+
+      $ nomad job run <path>
+
+  Plan the run of a job to determine what changes would occur:
+
+      $ nomad job plan <path>
+
+  Stop a running job:
+
+      $ nomad job stop <name>
+
+  Examine the status of a running job:
+
+      $ nomad job status <name>
+
+  Please see the individual subcommand help for detailed usage information.`
+  const JOB_SUBS = [...(cli('1.7') ? [['action', 'Run a pre-defined action from a Nomad task']] : []), ['allocs', 'List allocations for a job'], ['deployments', 'List deployments for a job'],
+    ['dispatch', 'Dispatch an instance of a parameterized job'], ['eval', 'Force an evaluation for the job'], ['history', 'Display all tracked versions of a job'],
+    ['init', 'Create an example job file'], ['inspect', 'Inspect a submitted job'], ['periodic', 'Interact with periodic jobs'],
+    ['plan', 'Dry-run a job update to determine its effects'], ['promote', "Promote a job's canaries"], ['restart', 'Restart or reschedule allocations for a job'],
+    ['revert', 'Revert to a prior version of the job'], ['run', 'Run a new job or update an existing job'], ['scale', 'Change the count of a Nomad job group'],
+    ['scaling-events', 'Display the most recent scaling events for a job'], ['status', 'Display status information about a job'], ['stop', 'Stop a running job'],
+    ['validate', 'Checks if a given job specification is valid']]
+  const VAR = `Usage: nomad var <subcommand> [options] [args]
+
+  This command groups subcommands for interacting with variables. Variables
+  allow operators to provide credentials and otherwise sensitive material to
+  Nomad jobs at runtime via the template block or directly through
+  the Nomad API and CLI.
+
+  Users can create new variables; list, inspect, and delete existing
+  variables, and more. For a full guide on variables see:
+  https://www.nomadproject.io/docs/concepts/variables
+
+  Create a variable specification file:
+
+      $ nomad var init
+
+  Upsert a variable:
+
+      $ nomad var put <path>
+
+  Examine a variable:
+
+      $ nomad var get <path>
+
+  List existing variables:
+
+      $ nomad var list <prefix>
+
+  Purge a variable:
+
+      $ nomad var purge <path>
+
+  Please see the individual subcommand help for detailed usage information.`
+  const VAR_SUBS = [['get', 'Read a variable'], ['init', 'Create an example variable specification file'], ['list', 'List variable metadata'], ['purge', 'Purge a variable'], ['put', 'Create or update a variable']]
+  const TAG = `Usage: nomad job tag <subcommand> [options] [args]
+
+  This command is used to manage tags for job versions. It has subcommands
+  for applying and unsetting tags.
+
+For more information on a specific subcommand, run:
+  nomad job tag <subcommand> -h`
+  const TAG_SUBS = [['apply', 'Save a job version to prevent it from being garbage-collected and allow it to be diffed and reverted by name.'], ['unset', 'Remove a tag from a job version.']]
+  const [help, subs] = { job: [JOB, JOB_SUBS], var: [VAR, VAR_SUBS], 'job tag': [TAG, TAG_SUBS] }[parent]
+  // defaultHelpTemplate: each name padded to the longest subcommand (NameAligned), four spaces, the synopsis.
+  const w = Math.max(...subs.map(([n]) => n.length))
+  process.stdout.write(`${help}\n\nSubcommands:\n${subs.map(([n, syn]) => `    ${n.padEnd(w)}    ${syn}`).join('\n')}\n`)
+  process.exit(1)
+}
+
+// ----- Variable locks (1.7.0+) ------------------------------------------------------------------
+
+/**
+ * What a reader of a locked variable sees: nomad/variables_endpoint.go@v2.0.5 Read and List drop Lock
+ * unless the caller is a management token (acl/acl.go IsManagement: true when ACLs are off). Here ACLs
+ * are on when the `token` knob is set; that token is not a management one unless tokenManagement: true.
+ */
+function readerView(v) {
+  if (!v.Lock || !state.token || state.tokenManagement) return v
+  const { Lock, ...rest } = v
+  return rest
+}
+
+/**
+ * The servers' lock timers (nomad/locks.go@v2.0.5): a lock not renewed within 2 x TTL
+ * (CreateVariableLockTTLTimer, RenewTTLTimer: "Adjust the given TTL by multiplier of 2") expires; the
+ * variable keeps its Lock for LockDelay more (time.AfterFunc(LockDelay, invalidateVariableLock)), then
+ * the lock is released as by its holder (VarLockRelease: Items kept, new ModifyIndex).
+ * state.varLocks[path] = { ID, pid, ttlMs, delayMs, expiresAt } (ms since the epoch).
+ */
+function expireLocks(s) {
+  for (const [p, l] of Object.entries(s.varLocks ?? {})) {
+    if (Date.now() < l.expiresAt + l.delayMs) continue
+    const v = s.vars?.[p]
+    if (v?.Lock?.ID === l.ID) { delete v.Lock; v.ModifyIndex = ++s.index }
+    delete s.varLocks[p]
+  }
+}
+
+/** time.ParseDuration, as far as flags need it: its value in ms, or Go's error text. */
+function parseDuration(x) {
+  const units = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms: 1, s: 1000, m: 60000, h: 3600000 }
+  if (x === '0') return 0
+  const m = /^([-+]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+$/.exec(x)
+  if (!m) {
+    if (/^[-+]?(\d+(\.\d*)?|\.\d+)$/.test(x)) throw new Error(`time: missing unit in duration "${x}"`)
+    throw new Error(`time: invalid duration "${x}"`)
+  }
+  let ms = 0
+  for (const [, n, u] of x.matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/g)) ms += Number(n) * units[u]
+  return m[1] === '-' ? -ms : ms
+}
+
+/** time.Duration.String() for whole milliseconds: "2s", "1m30s", "1.5s", "500ms", "1h0m0s". */
+function goDuration(ms) {
+  if (ms === 0) return '0s'
+  if (ms < 1000) return `${ms}ms`
+  const h = Math.floor(ms / 3600000), mi = Math.floor((ms % 3600000) / 60000), sec = (ms % 60000) / 1000
+  const secs = `${Number.isInteger(sec) ? sec : sec.toFixed(3).replace(/0+$/, '')}s`
+  return h ? `${h}h${mi}m${secs}` : mi ? `${mi}m${secs}` : secs
+}
+
+/**
+ * `nomad var lock [-ttl D] [-delay D] [-early-return] [-shell=false] [-verbose] [-max-retry N] [-backoff D]
+ * <path> [@spec.json] child args...`: command/var_lock.go@v2.0.5 (unchanged since v1.7.0) over
+ * api/locks.go@v2.0.5 LockLeaser. After a random delay (< 100ms) it acquires the lock (PUT ?lock-acquire);
+ * held by someone else (409): with -early-return it exits 0 without running the child (start: `return
+ * nil`), else it tries again every waitPeriod (1.1 x TTL, or -backoff), for ever. Holding it, it runs the
+ * child (-shell=false: exec'd directly, `subprocess`; else `$SHELL -c "args joined"`, /bin/sh without
+ * SHELL: `script`) with stdin/stdout/stderr inherited, SIGINT/SIGTERM forwarded (forwardSignals), and
+ * renews the lease every 0.7 x TTL (lockLeaseRenewalFactor). When the child ends, the lock is released;
+ * a child that failed: "Lock error:" + a go-multierror of "locks: error executing protected function
+ * <exec error>", exit 1.
+ * The server (nomad/state/state_store_variables.go@v2.0.5 VarLockAcquire): a variable with any Lock
+ * (held, or expired but in its LockDelay) is a conflict; otherwise the variable is written WHOLE ("this
+ * method overwrites the variable, data included"): its Items become the spec's (none: {}), with
+ * Lock {ID, TTL, LockDelay} (TTL and LockDelay as time.Duration strings; defaults 15s: structs/variables.go).
+ * VarLockRelease keeps the Items. Reads: readerView().
+ */
+async function varLock() {
+  unlock('nomad')
+  process.setMaxListeners(0)
+  const say = (m) => { if (flags.verbose) err(m) }
+  const fail = (m) => die(m)
+  if (args.length < 2) fail(`Not enough arguments (expected >2, got ${args.length})`)
+  let rest = args
+  let p = '', contents
+  const readSpec = (file, what) => {
+    // command/var_put.go@v2.0.5 setParserForFileArg: the format from the extension.
+    if (!/\.(json|hcl)$/.test(file)) fail(`Unable to determine format of ${file}; Use the -in flag to specify it.`)
+    if (file.endsWith('.hcl')) fail('test double: only .json variable specifications are supported')
+    try { return readFileSync(file.replace(/^@/, ''), 'utf8') } catch (e) { fail(`${what} "${file.replace(/^@/, '')}": ${e.code === 'ENOENT' ? `open ${file.replace(/^@/, '')}: no such file or directory` : e.message}`) }
+  }
+  if (rest[0].startsWith('@')) {
+    say(`Reading whole variable specification from "${rest[0].slice(1)}"`)
+    contents = readSpec(rest[0].slice(1), 'Error reading')
+  } else {
+    // command/var_put.go sanitizePath: no leading or trailing slash.
+    p = rest[0].replace(/^\/+|\/+$/g, '')
+    say(`Writing to path "${p}"`)
+  }
+  rest = rest.slice(1)
+  if (rest[0].startsWith('@')) {
+    say(`Creating variable "${p}" from specification file "${rest[0]}"`)
+    contents = readSpec(rest[0], 'error reading')
+    rest = rest.slice(1)
+  }
+  // command/var_put.go@v2.0.5 makeVariable: a JSON api.Variable; Items default to {}; the path argument wins.
+  let sv = { Path: p, Items: {} }
+  if (contents !== undefined) {
+    try { sv = JSON.parse(contents) } catch (e) { fail(`Failed to parse variable data: error unmarshaling json: ${e.message}`) }
+    sv.Items ??= {}
+    if (p) sv.Path = p
+  }
+  if (!sv.Lock) {
+    if (flags.ttl === undefined && flags.delay === undefined) say('Using defaults for the lock')
+    sv.Lock = { TTL: '15s', LockDelay: '15s' }
+  }
+  if (flags.ttl !== undefined) {
+    say(`Using TTL for the lock of ${flags.ttl}`)
+    try { parseDuration(flags.ttl) } catch (e) { fail(`Invalid TTL: ${e.message}`) }
+    sv.Lock.TTL = flags.ttl
+  }
+  if (flags.delay !== undefined) {
+    say(`Using delay for the lock of ${flags.delay}`)
+    // var_lock.go@v2.0.5 parses c.ttl here, not the delay: -delay without -ttl fails on "".
+    try { parseDuration(flags.ttl ?? '') } catch (e) { fail(`Invalid Lock Delay: ${e.message}`) }
+    sv.Lock.LockDelay = flags.delay
+  }
+  if (!sv.Path) fail("Error initializing lock handler: variable's path can't be empty")
+  let ttlMs
+  try { ttlMs = parseDuration(sv.Lock.TTL) } catch (e) { fail(`Error initializing lock handler: ${e.message}`) }
+  // nomad/structs/variables.go@v2.0.5 VariableLock.Canonicalize: a zero TTL or delay is the default 15s.
+  const delayMs = parseDuration(sv.Lock.LockDelay ?? '0') || 15000
+  ttlMs ||= 15000
+  if (flags['early-return']) say('Setting up early return')
+  let waitMs = ttlMs * 1.1
+  if (flags.backoff !== undefined) {
+    try { waitMs = parseDuration(flags.backoff) } catch (e) { die(`invalid value "${flags.backoff}" for flag -backoff: parse error`) }
+    if (waitMs) say('Setting up backoff period')
+    else waitMs = ttlMs * 1.1
+  }
+  const child = rest
+  // cli.Ui Error: the message and a newline (the multierror text ends with two of its own).
+  const lockError = (errors) => { err(`Lock error:${errors.length === 1 ? `1 error occurred:\n\t* ${errors[0]}\n\n` : `${errors.length} errors occurred:\n\t${errors.map((e) => `* ${e}`).join('\n\t')}\n\n`}\n`); process.exit(1) }
+  const apiUrl = (op) => `${addr}/v1/var/${sv.Path}?${op}`
+  /** One request to the servers, under the state lock (connection and ACL first, as for every call). */
+  const call = (op, fn) => {
+    lock('nomad')
+    state = load()
+    try {
+      if (state.mode === 'unreachable') return { error: `Put "${apiUrl(op)}": dial tcp 10.9.8.7:4646: connect: connection refused` }
+      if (state.mode === 'forbidden' || (state.token && process.env.NOMAD_TOKEN !== state.token)) return { error: 'Unexpected response code: 403 (Permission denied)' }
+      const r = fn()
+      save()
+      return r
+    } finally { unlock('nomad') }
+  }
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+  let myID
+  const acquire = () => call('lock-acquire', () => {
+    const v = state.vars[sv.Path]
+    if (v?.Lock) return { conflict: true }
+    const ID = randomUUID()
+    const index = ++state.index
+    const now = Date.now() * 1e6
+    state.vars[sv.Path] = { Namespace: 'default', Path: sv.Path, CreateIndex: v?.CreateIndex ?? index, ModifyIndex: index, CreateTime: v?.CreateTime ?? now, ModifyTime: now,
+      Items: sv.Items, Lock: { ID, TTL: goDuration(ttlMs), LockDelay: goDuration(delayMs) } }
+    ;(state.varLocks ??= {})[sv.Path] = { ID, pid: process.pid, ttlMs, delayMs, expiresAt: Date.now() + 2 * ttlMs }
+    return { ID }
+  })
+  const renew = () => call('lock-renew', () => {
+    const l = state.varLocks?.[sv.Path]
+    // nomad/variables_endpoint.go@v2.0.5 RenewLock: another lock, or none, or an expired timer: 409.
+    if (state.vars[sv.Path]?.Lock?.ID !== myID || !l || l.ID !== myID || Date.now() >= l.expiresAt) return { conflict: true }
+    l.expiresAt = Date.now() + 2 * ttlMs
+    return {}
+  })
+  const release = () => call('lock-release', () => {
+    const v = state.vars[sv.Path]
+    // VarLockRelease: no variable (500 "variable not found"), no lock or another one (409).
+    if (!v) return { error: 'Unexpected response code: 500 (variable not found)' }
+    if (!v.Lock || v.Lock.ID !== myID) return { conflict: true }
+    delete v.Lock
+    v.ModifyIndex = ++state.index
+    v.ModifyTime = Date.now() * 1e6
+    delete state.varLocks[sv.Path]
+    return {}
+  })
+
+  await sleep(Math.floor(Math.random() * 100))
+  say('Attempting to acquire lock')
+  for (;;) {
+    const r = acquire()
+    if (r.error) lockError([`locks: ${r.error}`])
+    if (r.ID) { myID = r.ID; break }
+    if (flags['early-return']) process.exit(0)
+    await sleep(waitMs)
+  }
+  say(`Variable locked, ready to execute: ${child.join(' ')}`)
+  const renewer = setInterval(() => { if (renew().conflict || renew.stopped) { clearInterval(renewer); renew.stopped = true } }, ttlMs * 0.7)
+  const result = await new Promise((resolve) => {
+    let cp
+    if (!flags.shell && flags.shell !== undefined) {
+      if (!child.length) return resolve('need an executable to run')
+      cp = spawn(child[0], child.slice(1), { stdio: 'inherit' })
+    } else cp = spawn(process.env.SHELL || '/bin/sh', ['-c', child.join(' ')], { stdio: 'inherit' })
+    const forward = (sig) => { try { cp.kill(sig) } catch {} }
+    process.on('SIGINT', forward)
+    process.on('SIGTERM', forward)
+    // os/exec: a program not found is an error of Start; ExitError: "exit status N", or "signal: <name>".
+    cp.on('error', (e) => resolve(e.code === 'ENOENT' ? `exec: "${child[0]}": executable file not found in $PATH` : e.message))
+    const NAMES = { SIGTERM: 'terminated', SIGINT: 'interrupt', SIGKILL: 'killed', SIGHUP: 'hangup', SIGQUIT: 'quit', SIGUSR1: 'user defined signal 1', SIGUSR2: 'user defined signal 2', SIGPIPE: 'broken pipe', SIGABRT: 'aborted' }
+    cp.on('exit', (code, signal) => resolve(signal ? `signal: ${NAMES[signal] ?? signal}` : code ? `exit status ${code}` : null))
+  })
+  clearInterval(renewer)
+  const errors = []
+  if (result) errors.push(`locks: error executing protected function ${result}`)
+  const rel = release()
+  if (rel.conflict) errors.push('lock release: release conflict conflicting operation over lock')
+  else if (rel.error) errors.push(`lock release: ${rel.error}`)
+  if (errors.length) lockError(errors)
+  say('Releasing the lock')
+  process.exit(0)
 }
