@@ -35,12 +35,14 @@ const record = () => JSON.parse(sb.readState().vars[RECORD].Items.history) as Re
 const tag = (i: number) => `${String(i).repeat(4)}aaaaaaaa`.slice(0, 12) // 12 hex digits, one per release
 
 describe('revert_storefront: by tag and by commit, beyond the 6 versions Nomad keeps', () => {
-  it('9 releases: the untagged old versions are pruned, the tagged ones stay and are reached by tag and by commit', async () => {
+  it('10 releases: the untagged old versions are pruned, the tagged ones stay and are reached by tag and by commit', async () => {
     deployed(tag(1), { kitTag: true }) // version 0, tagged: kept
-    for (let i = 2; i <= 9; i++) deployed(tag(i), { kitTag: i >= 6 }) // 2-5 untagged: pruned once 6 newer exist
+    // Versions 1-8 untagged (their tags unset as DEPLOY_KEEP_RELEASES would): beyond 6, the oldest are pruned.
+    for (let i = 2; i <= 10; i++) deployed(tag(i), { kitTag: i === 10 })
     const kept = history().map((v) => v.Version)
     expect(kept).toContain(0)
-    expect(kept.length).toBeLessThan(9) // untagged old versions pruned by the double (job_tracked_versions)
+    expect(kept).not.toContain(1)
+    expect(kept).not.toContain(2)
     // By tag: version 0.
     const r = await sb.run('revert_storefront.mts', [`storefront-${tag(1)}`])
     expect(r.code, r.stderr).toBe(0)
