@@ -10,12 +10,19 @@
 // its outcome. When the plan shows no change at all, nothing is run. Prints the host_volume client
 // block to add by hand; never changes the Nomad configuration.
 // Order: deploy_arango_volume.mts, put_arangodb_password.mts, then this script.
+// Releases: from the plan to the end the run holds the job's lock (Nomad 1.7+: a concurrent deploy of
+// arangodb-agent-economique is refused, exit 2, naming who holds it; DEPLOY_LOCK_WAIT waits instead). A deployment
+// followed to successful is tagged arangodb-<kit commit> (this repository's commit; Nomad 1.9+; the kit's
+// tags beyond the last DEPLOY_KEEP_RELEASES are unset) and every outcome is written to the release
+// record, the Nomad Variable nomad/jobs/arangodb-agent-economique/releases (nomad var get -item history nomad/jobs/arangodb-agent-economique/releases).
 //
 // Needs: nomad CLI 1.6+ (the servers' version; 2.0 is current); the TLS files when NOMAD_ADDR is https
 //        (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
 //        ARANGO_DATA_DIR (default /opt/arangodb_data; only for the host_volume block it prints),
+//        DEPLOY_KEEP_RELEASES (default 5: the kit's tags and record entries kept per job),
+//        DEPLOY_LOCK_WAIT (default 0: seconds to wait for another run of the job; 0 = refused at once),
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
@@ -24,11 +31,14 @@
 //   --json            one JSON result on stdout at the end (deploy/lib/result.schema.json); the rest to stderr
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
-// Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
+// Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything (another run
+//       holds the job's lock included).
 import path from 'node:path'
 import { exit, EXIT, fail, refuse, root, shq, start, step } from './lib/env.mts'
-import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
+import { followDeployment, planCommands, planJob, reportOutcome, reportPlan, runJob } from './lib/deployment.mts'
 import { nomadConnection, nomadError, timeoutSeconds } from './lib/nomad.mts'
+import { lockJob } from './lib/lock.mts'
+import { concludeRelease, keepReleases, kitCommit, lockWait, recordPath, whoAmI } from './lib/release.mts'
 import { volumeReminder } from './lib/volume.mts'
 
 const JOB = 'arangodb-agent-economique'
@@ -43,12 +53,15 @@ const { check, dryRun, planOnly, flags } = start(import.meta.url, { options: { t
 const nomad = nomadConnection(check)
 const dataDir = check.remotePath('ARANGO_DATA_DIR', '/opt/arangodb_data')
 const timeout = timeoutSeconds(flags.timeout, check)
+const keep = keepReleases(check)
+const wait = lockWait(check)
 check.done()
 
 if (dryRun) {
   const [exportLine, ...deploy] = planCommands(nomad, FILE)
   console.log([exportLine, `nomad var get -out go-template -template ${shq(NAMES)} ${VAR_PATH}`, ...deploy].join('\n'))
   console.log(`# then follow the deployment: nomad job deployments -latest ${JOB}`)
+  console.log(releaseCommands(await kitCommit(root)).join('\n'))
   exit(EXIT.done)
 }
 
@@ -66,13 +79,14 @@ const [varIndex, ...items] = found.stdout.trim().split(/\s+/)
 if (!items.includes(ITEM)) refuse([`the Nomad Variable ${VAR_PATH} has no ${ITEM} item (items: ${items.join(', ') || 'none'}): ${missing}`])
 console.error(`    ${VAR_PATH} holds ${ITEM} (modify index ${varIndex})`)
 
-// Plan
+// Plan; from here to the end of the run no other deploy of the job can start (a --plan changes nothing: no lock).
+if (!planOnly) await lockJob(nomad, JOB, 'deploy_arangodb.mts', wait)
 step(`Plan ${JOB}`)
 const plan = await planJob(nomad, JOB, FILE)
 if (planOnly) reportPlan(plan)
 
 // --- point of no return ---
-const result = await deployPlanned(nomad, plan, timeout)
+const result = await deploy()
 
 // Report
 console.log(`
@@ -85,3 +99,43 @@ Useful commands:
   nomad alloc logs -f -job ${JOB}
   nomad job history ${JOB}
   nomad var get -item ${ITEM} ${VAR_PATH}    # the root password (needs variables:read)`)
+
+// End here: the job's lock (a child that holds it while this run lives) is released by the cleanups,
+// which a script that only runs off its end would never reach while that child keeps it alive.
+exit(Number(process.exitCode ?? EXIT.done))
+
+/**
+ * Run what was planned and follow it (nothing when the plan shows no change); tag a successful
+ * deployment arangodb-<kit commit> and record every outcome.
+ */
+async function deploy() {
+  if (plan.unchanged) {
+    console.log(`${JOB} is already up to date (the plan shows no change): nothing was run`)
+    return reportOutcome({ outcome: 'none', line: `${JOB} already up to date (the plan shows no change): nothing was run` }, { quiet: true })
+  }
+  step(`Run ${JOB} (check-index ${plan.index})`)
+  const version = await runJob(nomad, plan)
+  step(`Follow the deployment of ${JOB} version ${version}`)
+  const result = reportOutcome(await followDeployment(nomad, JOB, version, timeout))
+  if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
+  const kit = await kitCommit(root)
+  const name = `arangodb-${kit}`
+  step(`Record the release${result.outcome === 'successful' ? ` and tag it ${name}` : ''}`)
+  const release = await concludeRelease(nomad, {
+    job: JOB, version, action: 'deploy', outcome: ({ successful: 'deployed', canary: 'canary-waiting', failed: 'failed', timeout: 'timeout', none: 'unchanged' } as const)[result.outcome],
+    kit, ...(result.deployment ? { deployment: result.deployment } : {}),
+  }, { name, description: `the kit at commit ${kit} (jobs/${path.basename(FILE)}), by ${whoAmI()}` }, keep)
+  console.log(`Release: ${release.tag ? `${release.tag} = ` : ''}${JOB} version ${version} (${release.outcome}); the record: nomad var get -item history ${recordPath(JOB)}`)
+  return result
+}
+
+/** The tag and record commands a real run makes after a deployment (printed by --dry-run). */
+function releaseCommands(kit: string): string[] {
+  return [
+    `# held meanwhile (Nomad 1.7+): the lock nomad var lock nomad/jobs/${JOB}/lock`,
+    `# once it is successful (Nomad 1.9+), VERSION being the version the run registered:`,
+    `nomad job tag apply -name ${shq(`arangodb-${kit}`)} -description ${shq(`the kit at commit ${kit} (jobs/${path.basename(FILE)}), by ${whoAmI()}`)} -version "$VERSION" ${JOB}`,
+    `# every outcome is written to the release record (nomad var put -check-index); read it with:`,
+    `nomad var get -item history ${recordPath(JOB)}`,
+  ]
+}

@@ -44,7 +44,8 @@ import { exit, EXIT, refuse, report, root, start, step } from './lib/env.mts'
 import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
 import { nomadConnection, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
 import { clientNodes } from './lib/nodes.mts'
-import { agentPath, agentSha, concludeRelease, defaultAgentBuild, jobVersions, keepReleases, listItem, lockJob, lockWait, readRecord, recordPath, type Binary, type Release } from './lib/release.mts'
+import { lockJob } from './lib/lock.mts'
+import { agentPath, agentSha, concludeRelease, defaultAgentBuild, jobVersions, keepReleases, listItem, lockWait, readRecord, recordPath, type Binary, type Release } from './lib/release.mts'
 import { sshHosts } from './lib/ssh.mts'
 
 const JOB = 'agent-economique'
@@ -117,7 +118,7 @@ console.error(`    deploying ${name}-${chosen.sha.slice(0, 12)}${chosen.commit ?
 // One run of this job at a time (not for --plan: it changes nothing)
 if (!planOnly) {
   step(`Lock ${JOB} for this deploy`)
-  await lockJob(nomad, JOB, 'deploy_nomad', wait)
+  await lockJob(nomad, JOB, 'deploy_nomad.mts', wait)
 }
 
 // Plan

@@ -14,6 +14,13 @@
 // `nomad job run -check-index N -detach`, and the deployment is followed to one of three outcomes:
 // canary healthy and waiting for promotion (prints the promote and revert commands), deployment
 // successful, or deployment failed / rolled back (Nomad's reason).
+// Releases: from the plan to the end the run holds the job's lock (Nomad 1.7+: a concurrent deploy or
+// revert of cedra-storefront is refused, exit 2, naming who holds it; DEPLOY_LOCK_WAIT waits instead).
+// A deployment followed to successful is tagged storefront-<image tag> (Nomad 1.9+; the same image
+// deployed again moves its tag to the new version; the kit's tags beyond the last DEPLOY_KEEP_RELEASES
+// are unset); a canary waiting for promotion is tagged by promote_storefront.mts once it succeeds.
+// Every outcome is written to the release record, the Nomad Variable nomad/jobs/cedra-storefront/releases
+// (nomad var get -item history nomad/jobs/cedra-storefront/releases).
 // Registry credentials: run `docker login REGISTRY` once beforehand; docker keeps them in its own
 // credential store and this script never handles a registry password.
 //
@@ -33,6 +40,8 @@
 //        STOREFRONT_COUNT (optional: number of instances, at least 2; unset: the job's default, 2),
 //        STOREFRONT_AUTO_PROMOTE (optional: true = Nomad promotes a healthy canary by itself; unset: the
 //          job's default, false = wait for promote_storefront.mts),
+//        DEPLOY_KEEP_RELEASES (default 5: the kit's tags and record entries kept per job),
+//        DEPLOY_LOCK_WAIT (default 0: seconds to wait for another run of the job; 0 = refused at once),
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --allow-dirty     build a tree with uncommitted changes (tag <commit>-dirty-<hash>), with a warning
@@ -44,7 +53,8 @@
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 canary waiting for promotion, deployed, or already up to date; 1 a step failed (build, push,
-//       run, a deployment failed or rolled back, --timeout reached); 2 refused before changing anything.
+//       run, a deployment failed or rolled back, --timeout reached); 2 refused before changing anything
+//       (another run holds the job's lock included).
 import { createHash } from 'node:crypto'
 import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from 'node:fs'
 import path from 'node:path'
@@ -53,6 +63,8 @@ import { type Checks, childEnv, exit, EXIT, fail, refuse, report, root, shq, sta
 import { followDeployment, planJob, reportOutcome, reportPlan, runJob } from './lib/deployment.mts'
 import { chooseFlow, vaultSettings } from './lib/identity.mts'
 import { atLeast, nomadConnection, nomadError, nomadVersions, timeoutSeconds, type Nomad } from './lib/nomad.mts'
+import { lockJob } from './lib/lock.mts'
+import { concludeRelease, keepReleases, lockWait, recordPath, whoAmI } from './lib/release.mts'
 
 const JOB = 'cedra-storefront'
 const FILE = path.join(root, 'jobs/cedra-storefront.nomad')
@@ -79,10 +91,14 @@ if (autoPromote !== undefined && !['true', 'false'].includes(autoPromote))
   check.problem(`STOREFRONT_AUTO_PROMOTE=${JSON.stringify(autoPromote)} must be true or false`)
 const vaultAuth = vaultSettings(check)
 const timeout = timeoutSeconds(flags.timeout, check)
+const keep = keepReleases(check)
+const wait = lockWait(check)
 const tag = await sourceTag(check, source, Boolean(flags['allow-dirty']))
 check.done()
 
 const ref = `${image}:${tag ?? '$TAG'}`
+const releaseTag = `storefront-${tag ?? '$TAG'}`
+const releaseDescription = `commit ${tag ?? '$TAG'}, image ${ref}, by ${whoAmI()}`
 report({ job: JOB, image: ref, ...(tag ? { commit: tag.split('-')[0] } : {}) })
 const vars: Record<string, string> = { image, image_tag: tag ?? '$TAG', vault_secret: secrets.api, ...(count ? { count } : {}), ...(autoPromote ? { auto_promote: autoPromote } : {}) }
 const dryVault = { vault_auth: vaultAuth.auth ?? 'identity', ...(vaultAuth.auth !== 'token' ? { vault_role: vaultAuth.role } : {}) }
@@ -103,6 +119,10 @@ if (dryRun) {
     `docker push ${q(ref)}`,
     `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach${v} ${f}`,
     `# then follow the deployment: nomad job deployments -latest ${JOB}`,
+    `# once it is successful (Nomad 1.9+; a canary: once promote_storefront.mts has promoted it), VERSION being the version the run registered:`,
+    `nomad job tag apply -name ${q(releaseTag)} -description ${q(releaseDescription)} -version "$VERSION" ${JOB}`,
+    `# every outcome is written to the release record (nomad var put -check-index); read it with:`,
+    `nomad var get -item history ${recordPath(JOB)}`,
   ].join('\n'))
   exit(EXIT.done)
 }
@@ -111,6 +131,8 @@ if (dryRun) {
 // Consul flow, and needs this version.
 step(`Ask Nomad at ${nomad.addr} which version it runs`)
 const versions = await nomadVersions(nomad)
+// From here to the end of the run no other deploy or revert of the job can start (a --plan changes nothing: no lock).
+if (!planOnly) await lockJob(nomad, JOB, 'deploy_storefront.mts', wait)
 const { flow, vars: flowVars } = chooseFlow(nomad, versions, vaultAuth)
 Object.assign(vars, flowVars)
 // A canary waiting for promotion: a new deploy would replace it, and the plan would diff against the
@@ -164,6 +186,14 @@ const result = await followDeployment(nomad, JOB, version, timeout)
 
 // Report
 reportOutcome(result)
+// Good (successful, also an auto-promoted canary followed to its end): tagged. A canary waiting for
+// promotion is recorded, not tagged yet: promote_storefront.mts tags it once it is successful.
+step(`Record the release${result.outcome === 'successful' ? ` and tag it ${releaseTag}` : ''}`)
+const release = await concludeRelease(nomad, {
+  job: JOB, version, action: 'deploy', outcome: ({ successful: 'deployed', canary: 'canary-waiting', failed: 'failed', timeout: 'timeout', none: 'unchanged' } as const)[result.outcome],
+  commit: tag!.split('-')[0], image: ref, ...(result.deployment ? { deployment: result.deployment } : {}),
+}, { name: releaseTag, description: releaseDescription }, keep)
+console.log(`Release: ${release.tag ? `${release.tag} = ` : ''}${JOB} version ${version} (${release.outcome}${result.outcome === 'canary' ? `: tagged ${releaseTag} once promoted` : ''}); the record: nomad var get -item history ${recordPath(JOB)}`)
 if (result.outcome === 'canary') {
   const previous = await previousStable(nomad, version)
   const choices = [['promote it to every instance:', 'npx tsx deploy/promote_storefront.mts', `nomad job promote ${JOB}`]]
@@ -177,6 +207,10 @@ if (result.outcome === 'canary') {
 }
 if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
 usefulCommands(result.deployment)
+
+// End here: the job's lock (a child that holds it while this run lives) is released by the cleanups,
+// which a script that only runs off its end would never reach while that child keeps it alive.
+exit(Number(process.exitCode ?? EXIT.done))
 
 // ---------------------------------------------------------------------------------------------
 

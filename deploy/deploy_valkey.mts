@@ -13,6 +13,11 @@
 // hands VAULT_TOKEN to nomad. The cluster's version decides how the job reaches Vault (workload
 // identity and a role on 1.10+, legacy policies on 1.6): a mismatch is refused before the run. The Vault path given to the job comes from STOREFRONT_VAULT_PATH, the
 // setting put_storefront_secrets writes to, so the two cannot drift.
+// Releases: from the plan to the end the run holds the job's lock (Nomad 1.7+: a concurrent deploy of
+// valkey is refused, exit 2, naming who holds it; DEPLOY_LOCK_WAIT waits instead). A deployment
+// followed to successful is tagged valkey-<kit commit> (this repository's commit; Nomad 1.9+; the kit's
+// tags beyond the last DEPLOY_KEEP_RELEASES are unset) and every outcome is written to the release
+// record, the Nomad Variable nomad/jobs/valkey/releases (nomad var get -item history nomad/jobs/valkey/releases).
 //
 // Needs: nomad CLI 1.6+ (the servers' version; 2.0 is current); the TLS files when NOMAD_ADDR is https (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
@@ -24,6 +29,8 @@
 //          token on 1.7-1.9 unless set), STOREFRONT_VAULT_ROLE (default cedra-storefront: the Vault role
 //          of the workload identity), DEPLOY_VAULT_SUBMIT_TOKEN and DEPLOY_CONSUL_SUBMIT_TOKEN (optional
 //          secrets, Nomad 1.6-1.9 only: the submitter tokens a cluster without allow_unauthenticated demands),
+//        DEPLOY_KEEP_RELEASES (default 5: the kit's tags and record entries kept per job),
+//        DEPLOY_LOCK_WAIT (default 0: seconds to wait for another run of the job; 0 = refused at once),
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --dry-run         print the commands a real run would execute; run nothing, contact nothing, need no token
@@ -32,12 +39,15 @@
 //   --json            one JSON result on stdout at the end (deploy/lib/result.schema.json); the rest to stderr
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
-// Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything.
+// Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything (another run
+//       holds the job's lock included).
 import path from 'node:path'
-import { exit, root, start, step } from './lib/env.mts'
-import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
+import { exit, EXIT, root, shq, start, step } from './lib/env.mts'
+import { followDeployment, planCommands, planJob, reportOutcome, reportPlan, runJob } from './lib/deployment.mts'
 import { chooseFlow, vaultSettings } from './lib/identity.mts'
 import { nomadConnection, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
+import { lockJob } from './lib/lock.mts'
+import { concludeRelease, keepReleases, kitCommit, lockWait, recordPath, whoAmI } from './lib/release.mts'
 import { volumeReminder } from './lib/volume.mts'
 
 const JOB = 'valkey'
@@ -50,6 +60,8 @@ const secretPath = check.kvPath('STOREFRONT_VAULT_PATH', 'secret/cedra/prod', ch
 const dataDir = check.remotePath('VALKEY_DATA_DIR', '/opt/valkey_data')
 const vaultAuth = vaultSettings(check)
 const timeout = timeoutSeconds(flags.timeout, check)
+const keep = keepReleases(check)
+const wait = lockWait(check)
 check.done()
 const vars: Record<string, string> = { vault_secret: secretPath.api }
 const needs = `Valkey needs the host volume "valkey_data" on a client (deploy/deploy_valkey_volume.mts) and valkey_password in Vault at ${secretPath.path} (deploy/put_storefront_secrets.mts)`
@@ -60,6 +72,7 @@ if (dryRun) {
   const dryVault = { vault_auth: vaultAuth.auth ?? 'identity', ...(vaultAuth.auth !== 'token' ? { vault_role: vaultAuth.role } : {}) }
   console.log(planCommands(nomad, FILE, { ...vars, ...dryVault }).join('\n'))
   console.log(`# then follow the deployment: nomad job deployments -latest ${JOB}`)
+  console.log(releaseCommands(await kitCommit(root)).join('\n'))
   exit(0)
 }
 
@@ -68,12 +81,14 @@ console.error(`note: ${needs}`)
 step(`Ask Nomad at ${nomad.addr} which version it runs`)
 const { flow, vars: flowVars } = chooseFlow(nomad, await nomadVersions(nomad), vaultAuth)
 Object.assign(vars, flowVars)
+// From here to the end of the run no other deploy of the job can start (a --plan changes nothing: no lock).
+if (!planOnly) await lockJob(nomad, JOB, 'deploy_valkey.mts', wait)
 step(`Plan ${JOB} (password from Vault at ${secretPath.api})`)
 const plan = await planJob(nomad, JOB, FILE, vars, flow)
 if (planOnly) reportPlan(plan)
 
 // --- point of no return ---
-const result = await deployPlanned(nomad, plan, timeout)
+const result = await deploy()
 
 // Report
 console.log(`
@@ -91,6 +106,10 @@ Useful commands:
   nomad alloc logs -f -job ${JOB} exporter
   consul catalog nodes -service=valkey
   nomad job history ${JOB}`)
+
+// End here: the job's lock (a child that holds it while this run lives) is released by the cleanups,
+// which a script that only runs off its end would never reach while that child keeps it alive.
+exit(Number(process.exitCode ?? EXIT.done))
 
 // ---------------------------------------------------------------------------------------------
 
@@ -110,4 +129,40 @@ EOF
  "token_policies": ["${role}"], "token_period": "30m"}
 EOF
   # and on every Nomad server, in its vault block: default_identity { aud = ["vault.io"] ttl = "1h" }`
+}
+
+/**
+ * Run what was planned and follow it (nothing when the plan shows no change); tag a successful
+ * deployment valkey-<kit commit> and record every outcome.
+ */
+async function deploy() {
+  if (plan.unchanged) {
+    console.log(`${JOB} is already up to date (the plan shows no change): nothing was run`)
+    return reportOutcome({ outcome: 'none', line: `${JOB} already up to date (the plan shows no change): nothing was run` }, { quiet: true })
+  }
+  step(`Run ${JOB} (check-index ${plan.index})`)
+  const version = await runJob(nomad, plan)
+  step(`Follow the deployment of ${JOB} version ${version}`)
+  const result = reportOutcome(await followDeployment(nomad, JOB, version, timeout))
+  if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
+  const kit = await kitCommit(root)
+  const name = `valkey-${kit}`
+  step(`Record the release${result.outcome === 'successful' ? ` and tag it ${name}` : ''}`)
+  const release = await concludeRelease(nomad, {
+    job: JOB, version, action: 'deploy', outcome: ({ successful: 'deployed', canary: 'canary-waiting', failed: 'failed', timeout: 'timeout', none: 'unchanged' } as const)[result.outcome],
+    kit, ...(result.deployment ? { deployment: result.deployment } : {}),
+  }, { name, description: `the kit at commit ${kit} (jobs/${path.basename(FILE)}), by ${whoAmI()}` }, keep)
+  console.log(`Release: ${release.tag ? `${release.tag} = ` : ''}${JOB} version ${version} (${release.outcome}); the record: nomad var get -item history ${recordPath(JOB)}`)
+  return result
+}
+
+/** The tag and record commands a real run makes after a deployment (printed by --dry-run). */
+function releaseCommands(kit: string): string[] {
+  return [
+    `# held meanwhile (Nomad 1.7+): the lock nomad var lock nomad/jobs/${JOB}/lock`,
+    `# once it is successful (Nomad 1.9+), VERSION being the version the run registered:`,
+    `nomad job tag apply -name ${shq(`valkey-${kit}`)} -description ${shq(`the kit at commit ${kit} (jobs/${path.basename(FILE)}), by ${whoAmI()}`)} -version "$VERSION" ${JOB}`,
+    `# every outcome is written to the release record (nomad var put -check-index); read it with:`,
+    `nomad var get -item history ${recordPath(JOB)}`,
+  ]
 }

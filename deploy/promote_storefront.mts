@@ -8,11 +8,18 @@
 // `nomad job promote -detach cedra-storefront` (the other instances are then replaced one by one)
 // and follows that deployment until it is successful, or failed and rolled back (Nomad's reason).
 // A canary that is not healthy yet is refused by Nomad: wait, or revert (revert_storefront.mts).
+// The run holds the job's lock (Nomad 1.7+: a concurrent deploy, revert or promote of cedra-storefront
+// is refused, exit 2, naming who holds it). The promoted version, once successful, is tagged
+// storefront-<image tag> (Nomad 1.9+; a revert's promoted canary keeps the tag of the release it went
+// back to, which moves to it) and every outcome is written to the release record, the Nomad Variable
+// nomad/jobs/cedra-storefront/releases (nomad var get -item history nomad/jobs/cedra-storefront/releases).
 //
 // Needs: nomad CLI 1.6+ (the servers' version; 2.0 is current); the TLS files when NOMAD_ADDR is https
 //        (see certs/README.md).
 // Reads: NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,
 //        NOMAD_TLS_SERVER_NAME, NOMAD_NAMESPACE, NOMAD_REGION, DEPLOY_POLL_SECONDS,
+//        DEPLOY_KEEP_RELEASES (default 5: the kit's tags and record entries kept per job),
+//        DEPLOY_LOCK_WAIT (default 0: seconds to wait for another run of the job; 0 = refused at once),
 //        DEPLOY_COMMAND_TIMEOUT (default 60: seconds each nomad command may take).
 // Options:
 //   --timeout D       how long to follow the deployment (seconds, or 90s / 10m; default 10m)
@@ -22,10 +29,14 @@
 //   --env-file PATH   read the configuration from PATH instead of .env
 //   -h, --help        this help
 // Exit: 0 promoted and deployed; 1 nothing to promote, the canary is not healthy, the deployment
-//       failed or rolled back, or --timeout reached; 2 refused before changing anything.
+//       failed or rolled back, or --timeout reached; 2 refused before changing anything (another run
+//       holds the job's lock included).
 import { EXIT, exit, fail, refuse, report, start, step } from './lib/env.mts'
 import { followDeployment, reportOutcome } from './lib/deployment.mts'
 import { nomadConnection, nomadError, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
+import type { ProcessOutput } from 'zx'
+import { lockJob } from './lib/lock.mts'
+import { concludeRelease, imagesOf, imageTag, type JobVersion, keepReleases, listItem, lockWait, recordPath, type Release, whoAmI } from './lib/release.mts'
 
 const JOB = 'cedra-storefront'
 
@@ -41,18 +52,26 @@ type Deployment = {
 const { check, dryRun, planOnly, flags } = start(import.meta.url, { options: { timeout: { type: 'string' } }, plan: true })
 const nomad = nomadConnection(check)
 const timeout = timeoutSeconds(flags.timeout, check)
+const keep = keepReleases(check)
+const wait = lockWait(check)
 check.done()
 report({ job: JOB })
 
 if (dryRun) {
-  console.log([nomad.exportLine, `nomad job deployments -latest ${JOB}`, `nomad job promote -detach ${JOB}`,
-    `# then follow the deployment: nomad job deployments -latest ${JOB}`].join('\n'))
+  console.log([nomad.exportLine, `# held meanwhile (Nomad 1.7+): the lock nomad var lock nomad/jobs/${JOB}/lock`,
+    `nomad job deployments -latest ${JOB}`, `nomad job promote -detach ${JOB}`,
+    `# then follow the deployment: nomad job deployments -latest ${JOB}`,
+    `# once it is successful (Nomad 1.9+), VERSION being the promoted version and IMAGE_TAG its image's tag:`,
+    `nomad job tag apply -name "storefront-$IMAGE_TAG" -description "$DESCRIPTION" -version "$VERSION" ${JOB}`,
+    `# every outcome is written to the release record (nomad var put -check-index); read it with:`,
+    `nomad var get -item history ${recordPath(JOB)}`].join('\n'))
   exit(EXIT.done)
 }
 
 // Plan: is there a canary waiting for promotion?
 step(`Read the latest deployment of ${JOB}`)
 await nomadVersions(nomad)
+if (!planOnly) await lockJob(nomad, JOB, 'promote_storefront.mts', wait)
 const latest = await nomad.$`nomad job deployments -latest -json ${JOB}`
 if (!latest.ok) {
   // command/meta.go@v1.6.10 and @v2.0.5: `No job(s) with prefix or ID "x" found` (capital ID).
@@ -98,6 +117,8 @@ const result = await followDeployment(nomad, JOB, d.JobVersion, timeout)
 // Report
 reportOutcome(result)
 if (result.outcome !== 'successful') process.exitCode = EXIT.failed
+step(`Record the release${result.outcome === 'successful' ? ' and tag it' : ''}`)
+await recordPromoted(d.JobVersion, result.outcome === 'successful' ? 'deployed' : result.outcome, result.deployment ?? d.ID)
 console.log(`
 Useful commands:
   nomad job status ${JOB}
@@ -105,7 +126,36 @@ Useful commands:
   nomad alloc logs -f -job ${JOB}
   nomad job history ${JOB}            (and: npx tsx deploy/revert_storefront.mts <version>)`)
 
+// End here: the job's lock (a child that holds it while this run lives) is released by the cleanups,
+// which a script that only runs off its end would never reach while that child keeps it alive.
+exit(Number(process.exitCode ?? EXIT.done))
+
 // ---------------------------------------------------------------------------------------------
+
+/**
+ * Tag the promoted version and record it: what it runs from the job's history, how it came (deploy
+ * or revert) from the record's entry of its canary. Its tag: the kit's tag already on a version with
+ * the same image (a revert to a tagged release: the tag moves), else storefront-<image tag>.
+ */
+async function recordPromoted(version: number, outcome: string, deployment: string) {
+  // Read without failing: the promote is done whatever these reads say (a failed read only leaves the tag out).
+  const read = async <T,>(out: ProcessOutput, fallback: T): Promise<T> => {
+    try { return out.ok ? (JSON.parse(out.stdout) as T) ?? fallback : fallback } catch { return fallback }
+  }
+  const versions = await read<JobVersion[]>(await nomad.$`nomad job history -json ${JOB}`, [])
+  const v = versions.find((x) => x.Version === version)
+  const image = v && imagesOf(v)[0]
+  const t = image && imageTag(image)
+  const record = await read<{ Items?: Record<string, string> }>(await nomad.$`nomad var get -out json ${recordPath(JOB)}`, {})
+  const canary = listItem<Release>({ index: 0, items: record.Items ?? {} }, 'history').find((r) => r.version === version)
+  const sameImage = versions.find((x) => x.Version !== version && x.VersionTag?.Name.startsWith('storefront-') && image && imagesOf(x)[0] === image)
+  const name = sameImage?.VersionTag?.Name ?? (t ? `storefront-${t}` : undefined)
+  const commit = v?.Meta?.commit ?? t?.split('-')[0]
+  const release = await concludeRelease(nomad, {
+    job: JOB, version, action: canary?.action ?? 'deploy', outcome, ...(commit ? { commit } : {}), ...(image ? { image } : {}), deployment,
+  }, name ? { name, description: `${canary?.action === 'revert' ? 'revert' : 'deploy'} of ${commit ? `commit ${commit}, ` : ''}image ${image}, promoted by ${whoAmI()}` } : undefined, keep)
+  console.log(`Release: ${release.tag ? `${release.tag} = ` : ''}${JOB} version ${version} (${release.outcome}); the record: nomad var get -item history ${recordPath(JOB)}`)
+}
 
 /** Nothing waits for promotion: say why and what to do, exit 1. */
 function nothingToPromote(why: string): never {

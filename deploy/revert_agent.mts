@@ -36,7 +36,8 @@
 import { exit, EXIT, fail, refuse, report, shq, start, step } from './lib/env.mts'
 import { followDeployment, reportOutcome, versionAfter } from './lib/deployment.mts'
 import { nomadConnection, nomadError, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
-import { agentSha, concludeRelease, jobVersions, keepReleases, listItem, lockJob, lockWait, printTable, readRecord, recordPath, when, type Binary, type JobVersion } from './lib/release.mts'
+import { lockJob } from './lib/lock.mts'
+import { agentSha, concludeRelease, jobVersions, keepReleases, listItem, lockWait, printTable, readRecord, recordPath, when, type Binary, type JobVersion } from './lib/release.mts'
 
 const JOB = 'agent-economique'
 
@@ -97,7 +98,7 @@ if (planOnly) {
 
 // One run of this job at a time
 step(`Lock ${JOB} for this revert`)
-await lockJob(nomad, JOB, 'revert_agent', wait)
+await lockJob(nomad, JOB, 'revert_agent.mts', wait)
 const now = (await jobVersions(nomad, JOB))[0]
 if (now.Version !== current.Version) fail(`${JOB} changed while this run waited (version ${now.Version} now): nothing was reverted; run again`)
 

@@ -118,7 +118,8 @@ async function jobStatus(nomad: Nomad, job: string, system: Row['system'], file:
   const current = list[0]
   const tasks = (current.TaskGroups ?? []).flatMap((g) => g.Tasks ?? [])
   const images = tasks.map((t) => t.Config?.image).filter((i): i is string => Boolean(i))
-  const binary = tasks.find((t) => t.Driver === 'raw_exec' || t.Config?.command)?.Config?.command
+  // The agent's binary: a raw_exec task's command (a docker task's command, such as valkey-server, is no binary of ours).
+  const binary = tasks.find((t) => t.Driver === 'raw_exec')?.Config?.command
   const row: Row = { job, system, state: 'ok', version: current.Version, stable: current.Stable, wouldChange: null }
   if (images.length) row.image = images.join(' ')
   if (binary) row.binary = binary

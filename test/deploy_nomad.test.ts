@@ -90,7 +90,7 @@ describe('deploy_nomad: the main path', () => {
     const runs = await Promise.all([sb.run(SCRIPT), sb.run(SCRIPT)])
     expect(runs.map((r) => r.code).sort()).toEqual([0, 2])
     const refused = runs.find((r) => r.code === 2)!
-    expect(refused.stderr).toMatch(/another run holds the lock of agent-economique \(\S+@\S+ via|\S+@\S+, running deploy_nomad, since \d{4}-/)
+    expect(refused.stderr).toMatch(/another run holds the lock of agent-economique \(\S+@\S+ via|\S+@\S+, running deploy_nomad.mts, since \d{4}-/)
     expect(refused.stderr).toContain('nothing was changed')
     expect(sb.commands('nomad').filter((c) => c.startsWith('job run'))).toHaveLength(1)
     expect(sb.readState().jobs['agent-economique'].versions).toHaveLength(1)

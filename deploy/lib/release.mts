@@ -7,13 +7,10 @@
 // - the release record: a Nomad Variable nomad/jobs/<job>/releases, item `history` (JSON, newest
 //   first, the last DEPLOY_KEEP_RELEASES entries): commit, sha256 or image, job version, deployment,
 //   outcome, when, who. Never a secret: only names, digests, versions and times;
-// - a lock per job (Nomad 1.7+ `nomad var lock` on nomad/jobs/<job>/lock, command/var_lock.go@v2.0.5):
-//   two deploys of one job never overlap; a lock left by a killed run expires after its TTL.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+// The lock that keeps two runs of one job apart is in lock.mts.
 import os from 'node:os'
-import path from 'node:path'
 import { $ } from 'zx'
-import { EXIT, fail, onExit, refuse, report, type Checks } from './env.mts'
+import { fail, report, type Checks } from './env.mts'
 import { atLeast, nomadError, nomadFailed, nomadVersions, type Nomad } from './nomad.mts'
 
 /** One job version as `nomad job history -json` prints it (api.Job: api/jobs.go@v2.0.5; no VersionTag before 1.9). */
@@ -31,7 +28,6 @@ export type Release = {
 }
 
 export const recordPath = (job: string) => `nomad/jobs/${job}/releases`
-export const lockPath = (job: string) => `nomad/jobs/${job}/lock`
 
 /** DEPLOY_KEEP_RELEASES: how many releases of each job stay within reach (tags, records, agent binaries). */
 export function keepReleases(check: Checks): number {
@@ -103,7 +99,15 @@ export async function tagRelease(nomad: Nomad, job: string, version: number, tag
   await nomadVersions(nomad)
   if (!hasTags(nomad)) return void sayNoTags(nomad)
   const kind = tag.split('-')[0]
-  const versions = await jobVersions(nomad, job)
+  // After the deploy: a failed read is a warning, never the run's failure (the deploy stands).
+  const listed = await nomad.$`nomad job history -json ${job}`
+  let versions: JobVersion[]
+  try {
+    if (!listed.ok) throw new Error(nomadError(nomad, listed).message)
+    versions = (JSON.parse(listed.stdout) as JobVersion[]).sort((a, b) => b.Version - a.Version)
+  } catch (e) {
+    return warn(`could not tag version ${version} as ${tag}: nomad job history: ${(e as Error).message}`)
+  }
   const holder = versions.find((v) => v.VersionTag?.Name === tag)
   if (holder && holder.Version !== version) {
     const unset = await nomad.$`nomad job tag unset -name ${tag} ${job}`
@@ -166,7 +170,19 @@ export function listItem<T>(record: Record_, item: string): T[] {
  */
 export async function updateRecord(nomad: Nomad, job: string, change: (r: Record_) => Record<string, string> | undefined): Promise<boolean> {
   for (let attempt = 0; attempt < 3; attempt++) {
-    const r = await readRecord(nomad, job)
+    // After the deploy: a failed read is a warning, never the run's failure (the deploy stands).
+    const read = await nomad.$`nomad var get -out json ${recordPath(job)}`
+    let r: Record_ = { index: 0, items: {} }
+    try {
+      if (!read.ok && !/Variable not found/.test(read.stderr)) throw new Error(nomadError(nomad, read).message)
+      if (read.ok) {
+        const v = JSON.parse(read.stdout)
+        r = { index: Number(v.ModifyIndex), items: v.Items ?? {} }
+      }
+    } catch (e) {
+      warn(`the release record ${recordPath(job)} was not written: reading it: ${(e as Error).message}`)
+      return false
+    }
     const items = change(r)
     if (!items) return true // it already says so: nothing to write
     const spec = JSON.stringify({ Path: recordPath(job), Items: items })
@@ -201,86 +217,6 @@ export function when(t: number | string): string {
 export function printTable(header: string[], rows: string[][]) {
   const width = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
   for (const r of [header, ...rows]) console.log(r.map((c, i) => (c ?? '').padEnd(width[i])).join('  ').trimEnd())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The lock of a job
-
-/**
- * Hold the job's lock until the run ends (Nomad 1.7+): `nomad var lock -early-return -shell=false
- * nomad/jobs/<job>/lock @holder.json sh -c 'echo locked; exec cat'` keeps its child while it holds
- * the lock and renews it (api/locks.go@v2.0.5); the child prints "locked" and waits on its stdin, our
- * pipe: when this run ends, whatever the way, the pipe closes, the child ends and nomad releases the
- * lock; a run killed with nomad too leaves a lock that expires after its TTL (15 s) and lock delay.
- * Held by another run: -early-return makes nomad exit 0 without running its child; the holder (the
- * variable's items) is read and the run waits up to DEPLOY_LOCK_WAIT seconds, then is refused (exit 2).
- * Before 1.7 there are no variable locks: said once; -check-index on `job run` stays the last guard.
- */
-export async function lockJob(nomad: Nomad, job: string, script: string, waitSeconds: number): Promise<void> {
-  const { server } = await nomadVersions(nomad)
-  if (!atLeast(server, '1.7')) {
-    console.error(`    Nomad ${server} has no variable locks (1.7+): a concurrent deploy of ${job} is stopped by -check-index only`)
-    return
-  }
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'deploy-lock-'))
-  onExit(() => rmSync(dir, { recursive: true, force: true }))
-  const holder = { by: whoAmI(), script, pid: String(process.pid), since: new Date().toISOString() }
-  const spec = path.join(dir, 'holder.json')
-  writeFileSync(spec, JSON.stringify({ Items: holder }))
-  const deadline = Date.now() + waitSeconds * 1000
-  for (let said = false; ;) {
-    const held = await tryLock(nomad, job, spec)
-    if (held === true) {
-      console.error(`    locked ${lockPath(job)} (released when this run ends)`)
-      return
-    }
-    if (Date.now() + 5000 > deadline) {
-      refuse([`another run holds the lock of ${job} (${held || 'holder unknown'}): nothing was changed; run again once it is done, or wait for it with DEPLOY_LOCK_WAIT=<seconds>; a lock left by a killed run expires by itself within 30 s`])
-    }
-    if (!said) console.error(`    ${lockPath(job)} is held by ${held || 'another run'}: waiting up to ${waitSeconds}s (DEPLOY_LOCK_WAIT)`)
-    said = true
-    await new Promise((r) => setTimeout(r, 5000))
-  }
-}
-
-/** One attempt: true when held (the child said so), else who holds it (the variable's items). */
-async function tryLock(nomad: Nomad, job: string, spec: string): Promise<true | string> {
-  // No time limit: the lock lives as long as the run. Its own environment (the nomad one) and process group.
-  const proc = $({ env: nomad.env, nothrow: true, quiet: true })`nomad var lock -early-return -shell=false ${lockPath(job)} @${spec} sh -c ${'echo locked; exec cat >/dev/null'}`
-  const locked = await new Promise<boolean>((resolve) => {
-    let seen = ''
-    proc.stdout.on('data', (b: Buffer) => {
-      seen += b.toString()
-      if (seen.includes('locked')) resolve(true)
-    })
-    void proc.then(() => resolve(false))
-  })
-  if (locked) {
-    // The lock lives in the background: it must not keep the run alive, only end with it.
-    const child = proc.child
-    child?.unref()
-    for (const stream of [child?.stdin, child?.stdout, child?.stderr]) (stream as { unref?: () => void } | null | undefined)?.unref?.()
-    onExit(async () => {
-      proc.stdin.end() // the child's `cat` ends, nomad releases the lock and exits
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([proc, new Promise((r) => (timer = setTimeout(r, nomad.limit * 1000)))])
-      clearTimeout(timer)
-    })
-    return true
-  }
-  const out = await proc
-  if (!out.ok) {
-    const { message, code } = nomadError(nomad, out)
-    if (code === EXIT.refused) refuse([`nomad var lock ${lockPath(job)}: ${message} (the token needs variables write on nomad/jobs/*)`])
-    fail(`nomad var lock ${lockPath(job)}: ${message}`)
-  }
-  const read = await nomad.$`nomad var get -out json ${lockPath(job)}`
-  try {
-    const items = JSON.parse(read.stdout).Items ?? {}
-    return [items.by, items.script && `running ${items.script}`, items.since && `since ${items.since}`].filter(Boolean).join(', ')
-  } catch {
-    return ''
-  }
 }
 
 /**
@@ -327,4 +263,18 @@ export function defaultAgentBuild(current: JobVersion | undefined, binaries: Bin
     return { sha: staged.sha256, commit: staged.commit ?? '', why: `staged by deploy_binary (${staged.by}, ${staged.uploaded})` }
   if (running) return { sha: running, commit: current!.Meta?.commit ?? '', why: 'what runs now, applied again' }
   return undefined
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images of a job version (added for the storefront scripts)
+
+/** The images of a job version's tasks, in order ([] when it runs none, or history has no Config). */
+export function imagesOf(v: JobVersion): string[] {
+  return (v.TaskGroups ?? []).flatMap((g) => g.Tasks ?? []).map((t) => t.Config?.image).filter((i): i is string => Boolean(i))
+}
+
+/** An image reference's tag: after the last ':' of its last path segment (a registry's :port is not one). */
+export function imageTag(image: string): string | undefined {
+  const last = image.slice(image.lastIndexOf('/') + 1)
+  return last.includes(':') ? last.slice(last.lastIndexOf(':') + 1).replace(/@.*$/, '') : undefined
 }
