@@ -12,7 +12,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { guidePath, scriptReference, scripts, section } from './docs-sync.mts'
-import { makeCerts, root, sandbox, type Result, type Sandbox } from './helpers.ts'
+import { AGENT_SHA, holdLock, makeCerts, root, sandbox, stageBinary, type Result, type Sandbox } from './helpers.ts'
 import { ensureUsers, freePort, goEnv, requireTools, startSshd, userDir, USERS, type Sshd } from './sshd.ts'
 
 const read = (f: string) => readFileSync(path.join(root, f), 'utf8')
@@ -223,6 +223,20 @@ const remoteDirs: string[] = []
 function nomadCli(sb: Sandbox, ...args: string[]): string {
   return execFileSync(path.join(sb.bin, 'nomad'), args, { env: { ...process.env, STUB_STATE: sb.state, NOMAD_ADDR: 'http://127.0.0.1:4646' }, encoding: 'utf8' })
 }
+/**
+ * Two agent releases deployed (versions 0 and 1: `first`, then AGENT_SHA), both recorded on the host;
+ * `drop` is removed from the record's builds (deploy_binary no longer keeps it).
+ */
+function agentReleases(sb: Sandbox, { first = 'a'.repeat(64), drop }: { first?: string; drop?: string } = {}) {
+  for (const sha of [first, AGENT_SHA]) {
+    stageBinary(sb, sha)
+    nomadCli(sb, 'job', 'run', '-detach', `-var=binary_path=/root/data/agent-${sha}`, `-var=binary_sha256=${sha}`, '-var=commit=0123456789ab', '-var=nodes=4f3c2b1a-7d6e-4c5b-9a8f-0e1d2c3b4a59', path.join(root, 'jobs/agent.nomad'))
+    for (let i = 0; i < 3; i++) nomadCli(sb, 'job', 'deployments', '-latest', '-json', 'agent-economique')
+  }
+  const record = sb.readState().vars['nomad/jobs/agent-economique/releases']
+  record.Items.binaries = JSON.stringify(JSON.parse(record.Items.binaries).filter((b: { sha256: string }) => b.sha256 !== drop))
+  sb.setState({ vars: { ...sb.readState().vars, 'nomad/jobs/agent-economique/releases': record } })
+}
 /** Register a storefront version with this tag and let its deployment go where it stops by itself. */
 function storefrontVersion(sb: Sandbox, tag: string, reads = 3) {
   nomadCli(sb, 'job', 'run', '-detach', `-var=image_tag=${tag}`, path.join(root, 'jobs/cedra-storefront.nomad'))
@@ -263,6 +277,8 @@ async function scenario(script: string, args: string[], setup: (sb: Sandbox) => 
   const sb = sandbox()
   sb.stub('vault')
   sb.stub('docker')
+  // deploy_nomad deploys the build deploy_binary records: one is recorded unless the scenario says otherwise.
+  if (script === 'deploy_nomad.mts') stageBinary(sb)
   const env = setup(sb) ?? {}
   // Against the test sshd: its Nomad client has no static host volume (the volume scripts register theirs on Nomad 2.0).
   if (env.DEPLOY_SSH_PORT && !sb.readState().nodes) sb.setState({ nodes: [{ Name: 'node-1', Address: '127.0.0.1' }] })
@@ -321,9 +337,20 @@ const SCENARIOS: { key: string; run: () => Promise<Result> }[] = [
     storefrontVersion(sb, 'bbbbbbbbbbbb', 0)
   }) },
   { key: 'nothing to promote', run: () => scenario('promote_storefront.mts', [], (sb) => storefrontVersion(sb, 'aaaaaaaaaaaa')) },
-  { key: 'give the version to go back to', run: () => scenario('revert_storefront.mts', [], twoStorefrontVersions) },
+  { key: 'give the version, tag or commit to go back to', run: () => scenario('revert_storefront.mts', [], twoStorefrontVersions) },
   { key: 'is the current version of', run: () => scenario('revert_storefront.mts', ['1'], twoStorefrontVersions) },
-  { key: 'has no version', run: () => scenario('revert_storefront.mts', ['7'], twoStorefrontVersions) },
+  { key: 'has no version tagged', run: () => scenario('revert_storefront.mts', ['storefront-0000aaaa0000'], twoStorefrontVersions) },
+  // --- releases: the job lock, the agent's builds ---
+  { key: 'another run holds the lock of', run: () => scenario('deploy_nomad.mts', [], (sb) => void holdLock(sb, 'agent-economique')) },
+  { key: 'nothing to deploy: agent-economique is not deployed', run: () => scenario('deploy_nomad.mts', [], (sb) => void sb.setState({ vars: {} })) },
+  { key: 'run deploy_binary.mts with the same DEPLOY_SSH_HOST(S) first', run: () => scenario('deploy_nomad.mts', [], (sb) => void stageBinary(sb, AGENT_SHA, { hosts: ['10.0.0.9'] })) },
+  { key: 'is not a build recorded on the servers', run: () => scenario('deploy_nomad.mts', ['--binary', 'ffffffffffff']) },
+  { key: 'is no longer on the servers', run: () => scenario('revert_agent.mts', ['0'], (sb) => void agentReleases(sb, { drop: 'b'.repeat(64), first: 'b'.repeat(64) })) },
+  { key: 'has no earlier good release to return to', run: () => scenario('revert_agent.mts', [], (sb) => void agentReleases(sb, { drop: 'a'.repeat(64) })) },
+  { key: 'deployed before releases were named by their sha256', run: () => scenario('deploy_nomad.mts', [], (sb) => {
+    sb.setState({ vars: {} })
+    nomadCli(sb, 'job', 'run', '-detach', '-var=binary_path=/root/data/agent', '-var=nodes=4f3c2b1a-7d6e-4c5b-9a8f-0e1d2c3b4a59', path.join(root, 'jobs/agent.nomad'))
+  }) },
   // --- ArangoDB password (Nomad Variable) ---
   { key: 'does not exist (or NOMAD_TOKEN may not read it', run: () => scenario('deploy_arangodb.mts', []) },
   {

@@ -143,6 +143,21 @@ export function sandbox() {
 
 export type Sandbox = ReturnType<typeof sandbox>
 
+/**
+ * Another run holding the lock of `job` (nomad var lock), as the nomad double keeps it: the lock variable
+ * with its holder's items, and the server's timer (test/stubs/nomad.mjs varLocks), for `seconds`.
+ */
+export function holdLock(sb: Sandbox, job: string, seconds = 120, holder = { by: 'ops@bastion', script: 'deploy_storefront.mts', pid: '4242', since: '2026-12-07T09:00:00.000Z' }) {
+  const path = `nomad/jobs/${job}/lock`
+  const state = sb.readState()
+  const index = Number(state.index ?? 10) + 1
+  sb.setState({
+    index,
+    vars: { ...state.vars, [path]: { Namespace: 'default', Path: path, CreateIndex: index, ModifyIndex: index, CreateTime: 1, ModifyTime: 1, Items: holder, Lock: { ID: 'held-by-the-test', TTL: '15s', LockDelay: '15s' } } },
+    varLocks: { ...state.varLocks, [path]: { ID: 'held-by-the-test', pid: process.pid, ttlMs: 15_000, delayMs: 15_000, expiresAt: Date.now() + seconds * 1000 } },
+  })
+}
+
 /** A sha256 for the agent builds the tests stage (any 64 hex digits: the doubles never read the file). */
 export const AGENT_SHA = 'a9e1c0d4b5f6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6'
 /**
