@@ -12,7 +12,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
 import path from 'node:path'
-import { removeSandboxes, root, sandbox, write } from '../test/helpers.ts'
+import { removeSandboxes, root, sandbox, stageBinary, write } from '../test/helpers.ts'
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const rows: string[][] = []
@@ -75,6 +75,7 @@ for (const script of ['deploy_nomad.mts', 'deploy_storefront.mts']) {
 }
 {
   const sb = sandbox()
+  stageBinary(sb) // the build deploy_binary records: what deploy_nomad deploys
   const env = stubEnv(sb)
   await time('npx', ['tsx', 'deploy/deploy_nomad.mts', '--env-file', sb.envFile], { env })
   const before = sb.commands('nomad').filter((c) => c.startsWith('job run')).length
