@@ -50,7 +50,7 @@ describe.each([
   it(`Valkey: the ${flow} flow reaches Vault (exactly one vault block in what Nomad got), the deployment succeeds`, async () => {
     const r = await sb.run('deploy_valkey.mts')
     expect(r.code, r.stderr).toBe(0)
-    expect(sb.commands('nomad')[0]).toBe(`job plan ${vars} ${VALKEY}`)
+    expect(sb.commands('nomad').find((c) => c.startsWith('job plan'))).toBe(`job plan ${vars} ${VALKEY}`)
     expect(r.stderr).toContain(flow === 'identity' ? '    Vault: workload identity, Vault role cedra-storefront' : '    Vault: legacy token flow, policy cedra-storefront')
     expect(vaultOf('valkey')).toEqual([flow === 'identity' ? { role: true, policies: false } : { role: false, policies: true }])
     expect(r.stdout).toMatch(/^valkey version 0: deployment [0-9a-f]{8} successful/m)
@@ -250,7 +250,7 @@ describe('fidelity: what the real CLI prints, and an operator environment that m
     expect(Object.keys(sb.readState('vault').secrets)).toEqual(['team/kv/data/cedra/prod'])
     r = await sb.run('deploy_valkey.mts', [], { env: { STOREFRONT_VAULT_PATH: 'team/kv/cedra/prod', STOREFRONT_VAULT_MOUNT: 'team/kv' } })
     expect(r.code, r.stderr).toBe(0)
-    expect(sb.commands('nomad').at(-5)).toContain('-var=vault_secret=team/kv/data/cedra/prod ')
+    expect(sb.commands('nomad').filter((c) => c.startsWith('job run')).at(-1)).toContain('-var=vault_secret=team/kv/data/cedra/prod ')
     // Without the mount named, the first segment is taken: Vault refuses it, and the message names STOREFRONT_VAULT_MOUNT.
     r = await sb.run('put_storefront_secrets.mts', [], { env })
     expect(r.code).toBe(2)

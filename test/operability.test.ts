@@ -85,7 +85,7 @@ describe('--plan: what a deploy would do, changing nothing', () => {
     expect(r.stdout).toMatch(/--plan: a promote would promote the canary of cedra-storefront version 1 \(deployment [0-9a-f]{8}\): storefront 1\/1 canary healthy/)
     r = await sb.run('revert_storefront.mts', ['--plan', '0'])
     expect(r.code, r.stderr).toBe(0)
-    expect(r.stdout).toContain('--plan: a revert would register the specification of version 0 of cedra-storefront again, as a new version, replacing version 1')
+    expect(r.stdout).toMatch(/^--plan: a revert would register the specification of version 0 of cedra-storefront again \(\S+:aaaaaaaaaaaa\), as a new version, replacing version 1$/m)
     r = await sb.run('put_arangodb_password.mts', ['--plan'], { env: { ARANGO_ROOT_PASSWORD: 'plan-canary-password-1' } })
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toContain('--plan: a run would write root_password (new) to nomad/jobs/arangodb-agent-economique, keeping its other items')
