@@ -36,7 +36,7 @@ import { followDeployment, reportOutcome } from './lib/deployment.mts'
 import { nomadConnection, nomadError, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
 import type { ProcessOutput } from 'zx'
 import { lockJob } from './lib/lock.mts'
-import { concludeRelease, imagesOf, imageTag, type JobVersion, keepReleases, listItem, lockWait, recordPath, type Release, whoAmI } from './lib/release.mts'
+import { bookkeepingFailed, concludeRelease, imagesOf, imageTag, type JobVersion, keepReleases, listItem, lockWait, recordPath, type Release, whoAmI } from './lib/release.mts'
 
 const JOB = 'cedra-storefront'
 
@@ -138,15 +138,16 @@ exit(Number(process.exitCode ?? EXIT.done))
  * the same image (a revert to a tagged release: the tag moves), else storefront-<image tag>.
  */
 async function recordPromoted(version: number, outcome: string, deployment: string) {
-  // Read without failing: the promote is done whatever these reads say (a failed read only leaves the tag out).
-  const read = async <T,>(out: ProcessOutput, fallback: T): Promise<T> => {
-    try { return out.ok ? (JSON.parse(out.stdout) as T) ?? fallback : fallback } catch { return fallback }
+  // The promote is done whatever these reads say: a failed read leaves the tag out, and the run ends with exit 1 once reported.
+  const read = async <T,>(what: string, out: ProcessOutput, fallback: T): Promise<T> => {
+    if (!out.ok) return /Variable not found/.test(out.stderr) ? fallback : (bookkeepingFailed(`${what}: ${nomadError(nomad, out).message}`), fallback)
+    try { return (JSON.parse(out.stdout) as T) ?? fallback } catch { return (bookkeepingFailed(`${what} printed no JSON`), fallback) }
   }
-  const versions = await read<JobVersion[]>(await nomad.$`nomad job history -json ${JOB}`, [])
+  const versions = await read<JobVersion[]>(`nomad job history ${JOB}`, await nomad.$`nomad job history -json ${JOB}`, [])
   const v = versions.find((x) => x.Version === version)
   const image = v && imagesOf(v)[0]
   const t = image && imageTag(image)
-  const record = await read<{ Items?: Record<string, string> }>(await nomad.$`nomad var get -out json ${recordPath(JOB)}`, {})
+  const record = await read<{ Items?: Record<string, string> }>(`nomad var get ${recordPath(JOB)}`, await nomad.$`nomad var get -out json ${recordPath(JOB)}`, {})
   const canary = listItem<Release>({ index: 0, items: record.Items ?? {} }, 'history').find((r) => r.version === version)
   const sameImage = versions.find((x) => x.Version !== version && x.VersionTag?.Name.startsWith('storefront-') && image && imagesOf(x)[0] === image)
   const name = sameImage?.VersionTag?.Name ?? (t ? `storefront-${t}` : undefined)

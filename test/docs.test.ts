@@ -347,6 +347,7 @@ const SCENARIOS: { key: string; run: () => Promise<Result> }[] = [
   { key: 'is not a build recorded on the servers', run: () => scenario('deploy_nomad.mts', ['--binary', 'ffffffffffff']) },
   { key: 'is no longer on the servers', run: () => scenario('revert_agent.mts', ['0'], (sb) => void agentReleases(sb, { drop: 'b'.repeat(64), first: 'b'.repeat(64) })) },
   { key: 'has no earlier good release to return to', run: () => scenario('revert_agent.mts', [], (sb) => void agentReleases(sb, { drop: 'a'.repeat(64) })) },
+  { key: 'the deployment is done, but its release bookkeeping failed: nomad var put', run: () => scenario('deploy_nomad.mts', [], (sb) => void sb.setState({ fail: ['var put'] })) },
   { key: 'deployed before releases were named by their sha256', run: () => scenario('deploy_nomad.mts', [], (sb) => {
     sb.setState({ vars: {} })
     nomadCli(sb, 'job', 'run', '-detach', '-var=binary_path=/root/data/agent', '-var=nodes=4f3c2b1a-7d6e-4c5b-9a8f-0e1d2c3b4a59', path.join(root, 'jobs/agent.nomad'))

@@ -14,7 +14,8 @@ describe.concurrent('10. nothing swallowed: every nomad, vault and docker call o
     expect(viaDoubles.length).toBeGreaterThanOrEqual(8)
   })
 
-  it.for(viaDoubles)('%s: exit 1 or 2, and the last line names the failed command', async (script, { expect }) => {
+  // One run per call of the main path (a dozen or more each: the lock, the plan, the run, the tag, the record): minutes on 2 cores.
+  it.for(viaDoubles)('%s: exit 1 or 2, and the last line names the failed command', { timeout: 300_000 }, async (script, { expect }) => {
     const s = scenarioOf(script)
     const ctx: Ctx = { sb: sandbox() }
     const env = s.setup(ctx)

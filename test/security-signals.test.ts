@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, it } from 'vitest'
-import { sandbox } from './helpers.ts'
+import { sandbox, stageBinary } from './helpers.ts'
 import { processesOf, removeRemotes, scenarioOf, SCRIPTS, treeStub, until, type Ctx, type Env } from './security-scenarios.ts'
 import { ensureUsers, requireTools, startSshd, USERS } from './sshd.ts'
 
@@ -134,6 +134,7 @@ describe.concurrent('6b. stop means stop through the runbook\'s own command line
 
   it('`nohup npx tsx … &` from a shell that then exits: the run goes on to its end, as nohup means', async ({ expect }) => {
     const sb = sandbox()
+    stageBinary(sb) // the build deploy_binary records: what deploy_nomad deploys
     sb.setState({ polls: 120 }) // a deployment that takes about 6 s: the shell exits in the middle of it
     const r = await sb.run('deploy_nomad.mts', [], { launcher: ['sh', '-c', 'nohup npx tsx "$@" >/dev/null 2>&1 & sleep 3; exit 0', 'sh'] })
     expect(r.code).toBe(0)
@@ -178,11 +179,12 @@ describe.concurrent('6f. a signal that arrives as a step\'s command succeeds: th
   // cleanups and the children's kill take a moment). Only the cleanups may start a command by then.
   const cases = [
     { script: 'deploy_nomad.mts', after: 'job plan', never: 'job run', env: {}, written: (sb: Ctx['sb']) => Boolean(sb.readState().jobs?.['agent-economique']) },
-    { script: 'put_arangodb_password.mts', after: 'var get', never: 'var put', env: { ARANGO_ROOT_PASSWORD: 'late-canary-password-1' }, written: (sb: Ctx['sb']) => Object.keys(sb.readState().vars ?? {}).length > 0 },
+    { script: 'put_arangodb_password.mts', after: 'var get', never: 'var put', env: { ARANGO_ROOT_PASSWORD: 'late-canary-password-1' }, written: (sb: Ctx['sb']) => Boolean(sb.readState().vars?.['nomad/jobs/arangodb-agent-economique']) },
   ] as const
   it.for(cases)('$script: SIGTERM as `nomad $after` ends: exit 143, no `nomad $never`, nothing written', async (c, { expect }) => {
     for (let round = 0; round < 3; round++) {
       const sb = sandbox()
+      stageBinary(sb) // deploy_nomad: the build deploy_binary records
       const run = sb.run(c.script, [], { env: c.env, onStart: (pid) => sb.setState({ signalAfter: { cmd: c.after, signal: 'SIGTERM', pid } }) })
       const r = await run
       expect(r.code, r.stderr).toBe(143)

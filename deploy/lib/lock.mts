@@ -6,7 +6,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { $ } from 'zx'
 import { EXIT, fail, onExit, refuse } from './env.mts'
-import { atLeast, nomadError, nomadVersions, type Nomad } from './nomad.mts'
+import { atLeast, noAnswer, nomadError, nomadVersions, type Nomad } from './nomad.mts'
 import { whoAmI } from './release.mts'
 
 export const lockPath = (job: string) => `nomad/jobs/${job}/lock`
@@ -53,14 +53,22 @@ export async function lockJob(nomad: Nomad, job: string, script: string, waitSec
 async function tryLock(nomad: Nomad, job: string, spec: string): Promise<true | string> {
   // No time limit: the lock lives as long as the run. Its own environment (the nomad one) and process group.
   const proc = $({ env: nomad.env, nothrow: true, quiet: true })`nomad var lock -early-return -shell=false ${lockPath(job)} @${spec} sh -c ${'echo locked; exec cat >/dev/null'}`
-  const locked = await new Promise<boolean>((resolve) => {
+  // Bounded like every nomad command: a server that never answers (a 500 is retried for 31 s by the CLI).
+  let timer: NodeJS.Timeout | undefined
+  const locked = await new Promise<boolean | 'late'>((resolve) => {
     let seen = ''
     proc.stdout.on('data', (b: Buffer) => {
       seen += b.toString()
       if (seen.includes('locked')) resolve(true)
     })
     void proc.then(() => resolve(false))
+    timer = setTimeout(() => resolve('late'), nomad.limit * 1000)
   })
+  clearTimeout(timer)
+  if (locked === 'late') {
+    await proc.kill('SIGTERM').catch(() => {})
+    fail(`nomad var lock ${lockPath(job)} ${noAnswer(nomad.limit)}`)
+  }
   if (locked) {
     // The lock lives in the background: it must not keep the run alive, only end with it.
     const child = proc.child

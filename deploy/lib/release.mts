@@ -10,7 +10,7 @@
 // The lock that keeps two runs of one job apart is in lock.mts.
 import os from 'node:os'
 import { $ } from 'zx'
-import { fail, report, type Checks } from './env.mts'
+import { EXIT, fail, onExit, report, type Checks } from './env.mts'
 import { atLeast, nomadError, nomadFailed, nomadVersions, type Nomad } from './nomad.mts'
 
 /** One job version as `nomad job history -json` prints it (api.Job: api/jobs.go@v2.0.5; no VersionTag before 1.9). */
@@ -93,7 +93,7 @@ function sayNoTags(nomad: Nomad) {
  * version (nomad/state/state_store.go@v2.0.5 updateJobVersionTagImpl refuses a name already on another
  * version): the same release deployed again moves its tag to the newer version. Then the kit's own
  * tags of this job (`<kind>-`) beyond the newest `keep` are unset, so that Nomad may forget those
- * versions again. A failure here never undoes the deploy: it is a warning, the record still says it.
+ * versions again. A failure here never undoes the deploy: the run reports, then ends with exit 1.
  */
 export async function tagRelease(nomad: Nomad, job: string, version: number, tag: string, description: string, keep: number): Promise<string | undefined> {
   await nomadVersions(nomad)
@@ -106,29 +106,39 @@ export async function tagRelease(nomad: Nomad, job: string, version: number, tag
     if (!listed.ok) throw new Error(nomadError(nomad, listed).message)
     versions = (JSON.parse(listed.stdout) as JobVersion[]).sort((a, b) => b.Version - a.Version)
   } catch (e) {
-    return warn(`could not tag version ${version} as ${tag}: nomad job history: ${(e as Error).message}`)
+    return bookkeepingFailed(`nomad job history ${job} (before tagging version ${version} as ${tag}): ${(e as Error).message}`)
   }
   const holder = versions.find((v) => v.VersionTag?.Name === tag)
   if (holder && holder.Version !== version) {
     const unset = await nomad.$`nomad job tag unset -name ${tag} ${job}`
-    if (!unset.ok) return warn(`could not move tag ${tag} from version ${holder.Version}: ${nomadError(nomad, unset).message}`)
+    if (!unset.ok) return bookkeepingFailed(`nomad job tag unset -name ${tag} (to move it from version ${holder.Version} to ${version}): ${nomadError(nomad, unset).message}`)
   }
   const applied = await nomad.$`nomad job tag apply -name ${tag} -description ${description} -version ${String(version)} ${job}`
-  if (!applied.ok) return warn(`could not tag version ${version} as ${tag}: ${nomadError(nomad, applied).message}`)
+  if (!applied.ok) return bookkeepingFailed(`nomad job tag apply -name ${tag} -version ${version}: ${nomadError(nomad, applied).message}`)
   console.error(`    ${applied.stdout.trim()}`)
   const ours = versions.filter((v) => v.VersionTag?.Name.startsWith(`${kind}-`) && v.VersionTag.Name !== tag && v.Version !== version)
   for (const old of ours.slice(Math.max(0, keep - 1))) {
     const unset = await nomad.$`nomad job tag unset -name ${old.VersionTag!.Name} ${job}`
-    if (!unset.ok) warn(`could not unset the old tag ${old.VersionTag!.Name}: ${nomadError(nomad, unset).message}`)
+    if (!unset.ok) bookkeepingFailed(`nomad job tag unset -name ${old.VersionTag!.Name} (an old tag): ${nomadError(nomad, unset).message}`)
     else console.error(`    untagged version ${old.Version} (${old.VersionTag!.Name}): beyond the last ${keep} releases`)
   }
   report({ tag })
   return tag
 }
 
-function warn(text: string): undefined {
+// Bookkeeping after the deploy (a tag, the record) that failed: the deploy stands and the run goes to
+// its report, then ends with exit 1 and ONE last line naming what failed (nothing is swallowed: a
+// token without variables write would otherwise go unnoticed from cron).
+const failures: string[] = []
+export function bookkeepingFailed(text: string): undefined {
   console.error(`warning: ${text}`)
-  report({ warnings: [text] })
+  if (!failures.length) onExit(() => {
+    const line = `the deployment is done, but its release bookkeeping failed: ${failures.join('; ')}`
+    report({ outcome: 'failed', message: line })
+    console.error(`✗ ${line}`)
+    if (!process.exitCode) process.exitCode = EXIT.failed
+  })
+  failures.push(text)
   return undefined
 }
 
@@ -180,7 +190,7 @@ export async function updateRecord(nomad: Nomad, job: string, change: (r: Record
         r = { index: Number(v.ModifyIndex), items: v.Items ?? {} }
       }
     } catch (e) {
-      warn(`the release record ${recordPath(job)} was not written: reading it: ${(e as Error).message}`)
+      bookkeepingFailed(`nomad var get ${recordPath(job)} (the release record, not written): ${(e as Error).message}`)
       return false
     }
     const items = change(r)
@@ -189,11 +199,11 @@ export async function updateRecord(nomad: Nomad, job: string, change: (r: Record
     const put = await nomad.$({ input: spec })`nomad var put -check-index ${r.index} -in=json -out=none -`
     if (put.ok) return true
     if (!/Check-and-Set conflict/i.test(put.stderr)) {
-      warn(`the release record ${recordPath(job)} was not written: ${nomadError(nomad, put).message} (the token needs variables write on nomad/jobs/*)`)
+      bookkeepingFailed(`nomad var put ${recordPath(job)} (the release record, not written): ${nomadError(nomad, put).message} (the token needs variables write on nomad/jobs/*)`)
       return false
     }
   }
-  warn(`the release record ${recordPath(job)} was not written: three check-and-set conflicts in a row`)
+  bookkeepingFailed(`nomad var put ${recordPath(job)} (the release record, not written): three check-and-set conflicts in a row`)
   return false
 }
 
@@ -222,7 +232,7 @@ export function printTable(header: string[], rows: string[][]) {
 /**
  * After a deploy or a revert was followed to its outcome: tag it when it is good (`outcome` deployed)
  * and write it to the record (every outcome: a failed release is remembered too, so that it is not
- * offered again as new). Prints where to read it. Never fails the run: the deploy itself stands.
+ * offered again as new). Prints where to read it. A failed tag or record write never stops the run: it reports, then exits 1 (the deploy itself stands).
  */
 export async function concludeRelease(nomad: Nomad, r: Omit<Release, 'when' | 'by'>, tag: { name: string; description: string } | undefined, keep: number): Promise<Release> {
   const tagged = r.outcome === 'deployed' && tag ? await tagRelease(nomad, r.job, r.version, tag.name, tag.description, keep) : undefined

@@ -170,7 +170,18 @@ await slowDown(cmd, state.slow?.[cmd])
 if (state.mode === 'hang') await hang()
 signalAfter(cmd, state.signalAfter)
 // `var lock` talks to the servers several times (acquire, renew, release) while its child runs.
-if (cmd === 'var lock') await varLock()
+if (cmd === 'var lock') {
+  // An acquire the server refuses: command/var_lock.go@v2.0.5 prints "Lock error:" and the LockLeaser's
+  // error (api/locks.go@v2.0.5 start: "locks: %w", in a go-multierror list), exit 1, without running the
+  // child. A 500 or 429 is retried 5 times first (api/retry.go@v2.0.5 retryPut: 1+2+4+8+16 s); the
+  // double answers at once. A 403 or a connection error is not retried.
+  const lockFail = (why) => die(`Lock error:1 error occurred:\n\t* locks: ${why}\n\n`)
+  const vpath = (args[0] ?? '').replace(/^\/+|\/+$/g, '')
+  if (state.mode === 'unreachable') lockFail(`Put "${addr}/v1/var/${vpath}?lock-acquire": dial tcp 10.9.8.7:4646: connect: connection refused`)
+  if (state.mode === 'forbidden' || (state.token && process.env.NOMAD_TOKEN !== state.token)) lockFail('Unexpected response code: 403 (Permission denied)')
+  if (state.fail?.includes(cmd)) lockFail('Unexpected response code: 500 (No cluster leader)')
+  await varLock()
+}
 lock('nomad')
 state = load()
 const lead = NEW_API.includes(cmd) ? '' : 'Error: '
@@ -184,7 +195,8 @@ if (state.mode === 'forbidden' || (state.token && process.env.NOMAD_TOKEN !== st
   if (cmd === 'var get' && !cli('1.11.2')) die('Variable not found')
   die(`${lead}${errPrefix()}: Unexpected response code: 403 (Permission denied)`, errCode)
 }
-if (state.fail?.includes(cmd)) die(`${errPrefix()}: Unexpected response code: 500 (No cluster leader)`, errCode)
+// (a three-word command fails under its own name or its first two words: fail: ["job tag"])
+if (state.fail?.includes(cmd) || state.fail?.includes(cmd.split(' ').slice(0, 2).join(' '))) die(`${errPrefix()}: Unexpected response code: 500 (No cluster leader)`, errCode)
 // nomad/status_endpoint.go@v2.0.5 Members: node:read (ACL) needed.
 if (cmd === 'server members' && state.nodeRead === false) die('Error querying servers: Unexpected response code: 403 (Permission denied)')
 // nomad/node_endpoint.go@v2.0.5 List / GetNode: node:read too.
