@@ -45,7 +45,8 @@ import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployme
 import { nomadConnection, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
 import { clientNodes } from './lib/nodes.mts'
 import { lockJob } from './lib/lock.mts'
-import { agentPath, agentSha, concludeRelease, defaultAgentBuild, jobVersions, keepReleases, listItem, lockWait, readRecord, recordPath, type Binary, type Release } from './lib/release.mts'
+import { agentPath, agentSha, defaultAgentBuild, type Binary } from './lib/agent.mts'
+import { concludeRelease, jobVersions, keepReleases, listItem, lockWait, readRecord, recordPath, type Release } from './lib/release.mts'
 import { sshHosts } from './lib/ssh.mts'
 
 const JOB = 'agent-economique'

@@ -42,12 +42,12 @@
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything (another run
 //       holds the job's lock included).
 import path from 'node:path'
-import { exit, EXIT, root, shq, start, step } from './lib/env.mts'
-import { followDeployment, planCommands, planJob, reportOutcome, reportPlan, runJob } from './lib/deployment.mts'
+import { exit, EXIT, root, start, step } from './lib/env.mts'
+import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
 import { chooseFlow, vaultSettings } from './lib/identity.mts'
 import { nomadConnection, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
 import { lockJob } from './lib/lock.mts'
-import { concludeRelease, keepReleases, kitCommit, lockWait, recordPath, whoAmI } from './lib/release.mts'
+import { concludeKitRelease, keepReleases, kitCommit, kitReleaseCommands, lockWait } from './lib/release.mts'
 import { volumeReminder } from './lib/volume.mts'
 
 const JOB = 'valkey'
@@ -72,7 +72,7 @@ if (dryRun) {
   const dryVault = { vault_auth: vaultAuth.auth ?? 'identity', ...(vaultAuth.auth !== 'token' ? { vault_role: vaultAuth.role } : {}) }
   console.log(planCommands(nomad, FILE, { ...vars, ...dryVault }).join('\n'))
   console.log(`# then follow the deployment: nomad job deployments -latest ${JOB}`)
-  console.log(releaseCommands(await kitCommit(root)).join('\n'))
+  console.log(kitReleaseCommands(JOB, 'valkey', FILE, await kitCommit(root)).join('\n'))
   exit(0)
 }
 
@@ -88,7 +88,8 @@ const plan = await planJob(nomad, JOB, FILE, vars, flow)
 if (planOnly) reportPlan(plan)
 
 // --- point of no return ---
-const result = await deploy()
+const result = await deployPlanned(nomad, plan, timeout)
+await concludeKitRelease(nomad, JOB, 'valkey', FILE, result, keep)
 
 // Report
 console.log(`
@@ -129,40 +130,4 @@ EOF
  "token_policies": ["${role}"], "token_period": "30m"}
 EOF
   # and on every Nomad server, in its vault block: default_identity { aud = ["vault.io"] ttl = "1h" }`
-}
-
-/**
- * Run what was planned and follow it (nothing when the plan shows no change); tag a successful
- * deployment valkey-<kit commit> and record every outcome.
- */
-async function deploy() {
-  if (plan.unchanged) {
-    console.log(`${JOB} is already up to date (the plan shows no change): nothing was run`)
-    return reportOutcome({ outcome: 'none', line: `${JOB} already up to date (the plan shows no change): nothing was run` }, { quiet: true })
-  }
-  step(`Run ${JOB} (check-index ${plan.index})`)
-  const version = await runJob(nomad, plan)
-  step(`Follow the deployment of ${JOB} version ${version}`)
-  const result = reportOutcome(await followDeployment(nomad, JOB, version, timeout))
-  if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
-  const kit = await kitCommit(root)
-  const name = `valkey-${kit}`
-  step(`Record the release${result.outcome === 'successful' ? ` and tag it ${name}` : ''}`)
-  const release = await concludeRelease(nomad, {
-    job: JOB, version, action: 'deploy', outcome: ({ successful: 'deployed', canary: 'canary-waiting', failed: 'failed', timeout: 'timeout', none: 'unchanged' } as const)[result.outcome],
-    kit, ...(result.deployment ? { deployment: result.deployment } : {}),
-  }, { name, description: `the kit at commit ${kit} (jobs/${path.basename(FILE)}), by ${whoAmI()}` }, keep)
-  console.log(`Release: ${release.tag ? `${release.tag} = ` : ''}${JOB} version ${version} (${release.outcome}); the record: nomad var get -item history ${recordPath(JOB)}`)
-  return result
-}
-
-/** The tag and record commands a real run makes after a deployment (printed by --dry-run). */
-function releaseCommands(kit: string): string[] {
-  return [
-    `# held meanwhile (Nomad 1.7+): the lock nomad var lock nomad/jobs/${JOB}/lock`,
-    `# once it is successful (Nomad 1.9+), VERSION being the version the run registered:`,
-    `nomad job tag apply -name ${shq(`valkey-${kit}`)} -description ${shq(`the kit at commit ${kit} (jobs/${path.basename(FILE)}), by ${whoAmI()}`)} -version "$VERSION" ${JOB}`,
-    `# every outcome is written to the release record (nomad var put -check-index); read it with:`,
-    `nomad var get -item history ${recordPath(JOB)}`,
-  ]
 }

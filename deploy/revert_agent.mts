@@ -37,7 +37,8 @@ import { exit, EXIT, fail, refuse, report, shq, start, step } from './lib/env.mt
 import { followDeployment, reportOutcome, versionAfter } from './lib/deployment.mts'
 import { nomadConnection, nomadError, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
 import { lockJob } from './lib/lock.mts'
-import { agentSha, concludeRelease, jobVersions, keepReleases, listItem, lockWait, printTable, readRecord, recordPath, when, type Binary, type JobVersion } from './lib/release.mts'
+import { agentSha, type Binary } from './lib/agent.mts'
+import { concludeRelease, jobVersions, keepReleases, listItem, lockWait, printTable, readRecord, recordPath, when, type JobVersion } from './lib/release.mts'
 
 const JOB = 'agent-economique'
 

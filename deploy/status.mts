@@ -35,7 +35,8 @@ import { chooseFlow, vaultSettings } from './lib/identity.mts'
 import { nomadConnection, nomadError, nomadVersions, type Nomad } from './lib/nomad.mts'
 import { listNodes, matchNodes, nodeProblems } from './lib/nodes.mts'
 import { sshHosts } from './lib/ssh.mts'
-import { agentSha, defaultAgentBuild, listItem, readRecord, type Binary, type JobVersion, type Release } from './lib/release.mts'
+import { agentSha, defaultAgentBuild, type Binary } from './lib/agent.mts'
+import { listItem, readRecord, type JobVersion, type Release } from './lib/release.mts'
 
 type State = 'ok' | 'missing' | 'unhealthy' | 'deploying' | 'canary-waiting' | 'would-change' | 'unknown'
 type Row = {

@@ -9,8 +9,10 @@
 //   outcome, when, who. Never a secret: only names, digests, versions and times;
 // The lock that keeps two runs of one job apart is in lock.mts.
 import os from 'node:os'
+import path from 'node:path'
 import { $ } from 'zx'
-import { EXIT, fail, onExit, report, type Checks } from './env.mts'
+import { EXIT, fail, onExit, report, root, shq, step, type Checks } from './env.mts'
+import type { Outcome } from './deployment.mts'
 import { atLeast, nomadError, nomadFailed, nomadVersions, type Nomad } from './nomad.mts'
 
 /** One job version as `nomad job history -json` prints it (api.Job: api/jobs.go@v2.0.5; no VersionTag before 1.9). */
@@ -242,40 +244,6 @@ export async function concludeRelease(nomad: Nomad, r: Omit<Release, 'when' | 'b
 }
 
 // ---------------------------------------------------------------------------------------------
-// The agent's releases (deploy_binary, deploy_nomad, revert_agent): binaries named by their content
-
-/** A build deploy_binary recorded (item binaries of the record), newest first: where it is kept. */
-export type Binary = { sha256: string; commit?: string; uploaded: string; by: string; hosts: string[] }
-
-/** The sha256 of the binary a version of the agent's job runs: its meta, else the release name in its command. */
-export function agentSha(v: JobVersion): string | undefined {
-  const meta = v.Meta?.binary_sha256
-  if (meta && /^[0-9a-f]{64}$/.test(meta)) return meta
-  const command = (v.TaskGroups ?? []).flatMap((g) => g.Tasks ?? []).map((t) => t.Config?.command).find(Boolean)
-  return command?.match(/-([0-9a-f]{64})$/)?.[1]
-}
-
-/** The binary path a version of the agent's job runs (its raw_exec command). */
-export function agentPath(v: JobVersion): string | undefined {
-  return (v.TaskGroups ?? []).flatMap((g) => g.Tasks ?? []).map((t) => t.Config?.command).find(Boolean)
-}
-
-/**
- * The build a deploy of the agent applies by default (deploy_nomad, and status to plan it): the newest
- * build deploy_binary recorded when it was never deployed (nor tried: a failed one is not offered
- * again), else what the current version runs. Undefined: nothing recorded, or a job that runs a
- * binary without a release name (deployed before releases).
- */
-export function defaultAgentBuild(current: JobVersion | undefined, binaries: Binary[], history: Release[]): { sha: string; commit: string; why: string } | undefined {
-  const running = current && agentSha(current)
-  const staged = binaries[0]
-  if (staged && staged.sha256 !== running && !history.some((h) => h.sha256 === staged.sha256))
-    return { sha: staged.sha256, commit: staged.commit ?? '', why: `staged by deploy_binary (${staged.by}, ${staged.uploaded})` }
-  if (running) return { sha: running, commit: current!.Meta?.commit ?? '', why: 'what runs now, applied again' }
-  return undefined
-}
-
-// ---------------------------------------------------------------------------------------------
 // Images of a job version (added for the storefront scripts)
 
 /** The images of a job version's tasks, in order ([] when it runs none, or history has no Config). */
@@ -288,3 +256,33 @@ export function imageTag(image: string): string | undefined {
   const last = image.slice(image.lastIndexOf('/') + 1)
   return last.includes(':') ? last.slice(last.lastIndexOf(':') + 1).replace(/@.*$/, '') : undefined
 }
+
+// ---------------------------------------------------------------------------------------------
+// The jobs of the kit's own (ArangoDB, Valkey): a release is this repository's commit
+
+/** After deployPlanned: tag a good deployment `<kind>-<kit commit>` and record every outcome (nothing when unchanged). */
+export async function concludeKitRelease(nomad: Nomad, job: string, kind: string, file: string, result: Outcome, keep: number): Promise<void> {
+  if (result.outcome === 'none' || result.version === undefined) return
+  const kit = await kitCommit(root)
+  const name = `${kind}-${kit}`
+  step(`Record the release${result.outcome === 'successful' ? ` and tag it ${name}` : ''}`)
+  const release = await concludeRelease(nomad, {
+    job, version: result.version, action: 'deploy', outcome: OUTCOMES[result.outcome], kit, ...(result.deployment ? { deployment: result.deployment } : {}),
+  }, { name, description: kitDescription(kit, file) }, keep)
+  console.log(`Release: ${release.tag ? `${release.tag} = ` : ''}${job} version ${result.version} (${release.outcome}); the record: nomad var get -item history ${recordPath(job)}`)
+}
+
+/** The lock, tag and record lines --dry-run prints for a job of the kit's own. */
+export function kitReleaseCommands(job: string, kind: string, file: string, kit: string): string[] {
+  return [
+    `# held meanwhile (Nomad 1.7+): the lock nomad var lock nomad/jobs/${job}/lock`,
+    `# once it is successful (Nomad 1.9+), VERSION being the version the run registered:`,
+    `nomad job tag apply -name ${shq(`${kind}-${kit}`)} -description ${shq(kitDescription(kit, file))} -version "$VERSION" ${job}`,
+    `# every outcome is written to the release record (nomad var put -check-index); read it with:`,
+    `nomad var get -item history ${recordPath(job)}`,
+  ]
+}
+const kitDescription = (kit: string, file: string) => `the kit at commit ${kit} (jobs/${path.basename(file)}), by ${whoAmI()}`
+
+/** A followed deployment's outcome, as the record says it. */
+export const OUTCOMES = { successful: 'deployed', canary: 'canary-waiting', failed: 'failed', timeout: 'timeout', none: 'unchanged' } as const
