@@ -80,6 +80,16 @@ describe('revert_storefront: the version', () => {
     expect(nomadCalls().slice(before)).toEqual([LOCK, 'job history -json cedra-storefront'])
   })
 
+  it('refuses a name no version is tagged with (exit 2), with the history, nothing reverted', async () => {
+    const before = twoVersions()
+    const r = await sb.run(SCRIPT, ['abc'])
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('cedra-storefront has no version tagged abc')
+    expect(r.stdout).toMatch(/^TAG +VERSION/)
+    expect(nomadCalls().slice(before)).toEqual([LOCK, 'job history -json cedra-storefront'])
+    expect(sb.readState().jobs['cedra-storefront'].versions).toHaveLength(2)
+  })
+
   it('refuses when the job is not deployed (exit 2)', async () => {
     const r = await sb.run(SCRIPT, ['0'])
     expect(r.code).toBe(2)
