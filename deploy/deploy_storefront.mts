@@ -131,10 +131,11 @@ if (dryRun) {
 // Consul flow, and needs this version.
 step(`Ask Nomad at ${nomad.addr} which version it runs`)
 const versions = await nomadVersions(nomad)
-// From here to the end of the run no other deploy or revert of the job can start (a --plan changes nothing: no lock).
-if (!planOnly) await lockJob(nomad, JOB, 'deploy_storefront.mts', wait)
+// A Vault flow the cluster cannot take is refused first: a refusal takes no lock.
 const { flow, vars: flowVars } = chooseFlow(nomad, versions, vaultAuth)
 Object.assign(vars, flowVars)
+// From here to the end of the run no other deploy or revert of the job can start (a --plan changes nothing: no lock).
+if (!planOnly) await lockJob(nomad, JOB, 'deploy_storefront.mts', wait)
 // A canary waiting for promotion: a new deploy would replace it, and the plan would diff against the
 // canary's version, not against what the other instances serve. Refused unless asked for.
 const waiting = await waitingCanary(nomad)
