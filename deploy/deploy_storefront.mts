@@ -131,6 +131,7 @@ if (dryRun) {
 // Consul flow, and needs this version.
 step(`Ask Nomad at ${nomad.addr} which version it runs`)
 const versions = await nomadVersions(nomad)
+// A Vault flow the cluster cannot take is refused first: a refusal takes no lock.
 const { flow, vars: flowVars } = chooseFlow(nomad, versions, vaultAuth)
 Object.assign(vars, flowVars)
 // From here to the end of the run no other deploy or revert of the job can start (a --plan changes nothing: no lock).

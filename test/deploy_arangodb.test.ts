@@ -1,5 +1,7 @@
 // deploy_arangodb.mts, run as a user runs it, against the nomad test double: the Nomad Variable check
 // above the point of no return, then plan -> run -check-index -> follow (the kit's shared sequence).
+import { execFileSync } from 'node:child_process'
+import os from 'node:os'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { root, sandbox, type Sandbox } from './helpers.ts'
@@ -10,7 +12,19 @@ const JOBFILE = path.join(root, 'jobs/arangodb.nomad')
 const VAR = `nomad/jobs/${JOB}`
 const CANARY = 'canary-stored-arango-pw-5150'
 const CHECK = `var get -out go-template -template {{.ModifyIndex}}{{range $k, $v := .Items}} {{$k}}{{end}} ${VAR}`
+// The job's lock, taken after the Variable check, before the plan (its holder file's random path normalised).
+const LOCK = `var lock -early-return -shell=false nomad/jobs/${JOB}/lock @HOLDER sh -c echo locked; exec cat >/dev/null`
+const RECORD = `nomad/jobs/${JOB}/releases`
+// Who the tag's description names: the OS user and host (the sandbox's env has no CI variables).
+const BY = `${os.userInfo().username}@${os.hostname()}`
+/** The kit's own commit as the script reads it (12 digits, "-dirty" when a tracked file changed): the release's name. */
+function kit(): string {
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: root, encoding: 'utf8' }).trim()
+  return `${git('rev-parse', '--short=12', 'HEAD')}${git('status', '--porcelain', '--untracked-files=no') ? '-dirty' : ''}`
+}
 let sb: Sandbox
+/** The nomad calls, the lock's holder file normalised to @HOLDER. */
+const nomadCalls = () => sb.commands('nomad').map((c) => c.replace(/@\S+\/holder\.json/, '@HOLDER'))
 beforeEach(() => {
   sb = sandbox()
 })
@@ -25,14 +39,24 @@ describe('deploy_arangodb: the main path', () => {
     const r = await sb.run(SCRIPT)
     expect(r.stderr).not.toMatch(/✗/)
     expect(r.code).toBe(0)
-    expect(sb.commands('nomad')).toEqual([
+    const k = kit()
+    expect(nomadCalls()).toEqual([
       CHECK,
+      LOCK,
       `job plan ${JOBFILE}`,
       `job run -check-index 0 -detach ${JOBFILE}`,
       `job history -json ${JOB}`,
       `job deployments -latest -json ${JOB}`,
       `job deployments -latest -json ${JOB}`,
+      // successful: tagged arangodb-<kit commit>, then recorded (no record yet: check-index 0)
+      `job history -json ${JOB}`,
+      `job tag apply -name arangodb-${k} -description the kit at commit ${k} (jobs/arangodb.nomad), by ${BY} -version 0 ${JOB}`,
+      `var get -out json ${RECORD}`,
+      'var put -check-index 0 -in=json -out=none -',
     ])
+    expect(sb.readState().jobs[JOB].versions[0].versionTag).toMatchObject({ Name: `arangodb-${k}` })
+    expect(JSON.parse(sb.readState().vars[RECORD].Items.history)).toEqual([expect.objectContaining({ job: JOB, version: 0, action: 'deploy', outcome: 'deployed', kit: k, tag: `arangodb-${k}` })])
+    expect(r.stdout).toContain(`Release: arangodb-${k} = ${JOB} version 0 (deployed)`)
     expect(r.stderr).toContain(`${VAR} holds root_password (modify index 20)`)
     expect(r.stdout).toMatch(new RegExp(`^${JOB} version 0: deployment [0-9a-f]{8} successful`, 'm'))
     expect(r.stdout).toContain('the host volume "arangodb_data" on the client that runs it: deploy/deploy_arango_volume.mts creates /opt/arangodb_data and registers it')
@@ -64,7 +88,7 @@ describe('deploy_arangodb: the main path', () => {
     const r = await sb.run(SCRIPT)
     expect(r.code).toBe(0)
     expect(r.stdout).toContain(`${JOB} is already up to date (the plan shows no change): nothing was run`)
-    expect(sb.commands('nomad').slice(before)).toEqual([CHECK, `job plan ${JOBFILE}`])
+    expect(nomadCalls().slice(before)).toEqual([CHECK, LOCK, `job plan ${JOBFILE}`])
     expect(sb.readState().jobs[JOB].versions).toHaveLength(1)
   })
 
@@ -159,6 +183,11 @@ describe('deploy_arangodb: flags', () => {
       'nomad job plan jobs/arangodb.nomad',
       'nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach jobs/arangodb.nomad',
       `# then follow the deployment: nomad job deployments -latest ${JOB}`,
+      `# held meanwhile (Nomad 1.7+): the lock nomad var lock nomad/jobs/${JOB}/lock`,
+      '# once it is successful (Nomad 1.9+), VERSION being the version the run registered:',
+      `nomad job tag apply -name arangodb-${kit()} -description 'the kit at commit ${kit()} (jobs/arangodb.nomad), by ${BY}' -version "$VERSION" ${JOB}`,
+      '# every outcome is written to the release record (nomad var put -check-index); read it with:',
+      `nomad var get -item history ${RECORD}`,
       '',
     ])
     expect(r.output).not.toContain('00000000-0000-0000-0000-000000000000')

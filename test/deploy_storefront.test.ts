@@ -2,6 +2,7 @@
 // nomad test doubles for the build, the push and the cluster.
 import { execFileSync, spawnSync } from 'node:child_process'
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { root, sandbox, type Sandbox } from './helpers.ts'
@@ -41,6 +42,21 @@ const plan = (tag: string, extra = '') => `job plan -var=image=${IMAGE} -var=ima
 const run = (index: number, tag: string, extra = '') => `job run -check-index ${index} -detach -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod${extra}${VAULT} ${JOBFILE}`
 // Before the plan: is a canary waiting for promotion? (a deploy would replace it: refused without --replace-canary)
 const LATEST = 'job deployments -latest -json cedra-storefront'
+// The job's lock, taken before anything is read (its holder file's random temporary path normalised).
+const LOCK = 'var lock -early-return -shell=false nomad/jobs/cedra-storefront/lock @HOLDER sh -c echo locked; exec cat >/dev/null'
+/** The nomad calls, the lock's holder file normalised to @HOLDER. */
+const nomadCalls = () => sb.commands('nomad').map((c) => c.replace(/@\S+\/holder\.json/, '@HOLDER'))
+// Who the tag's description names: the OS user and host (the sandbox's env has no CI variables).
+const BY = `${os.userInfo().username}@${os.hostname()}`
+// A good release tagged storefront-<image tag> (after reading the versions), then the record read and written (check-and-set).
+const tagApply = (tag: string, version: number) => `job tag apply -name storefront-${tag} -description commit ${tag}, image ${IMAGE}:${tag}, by ${BY} -version ${version} cedra-storefront`
+const RECORD_GET = 'var get -out json nomad/jobs/cedra-storefront/releases'
+const recordPut = (index: number) => `var put -check-index ${index} -in=json -out=none -`
+/** The job's modify index in the double (what the next plan reports, and the run must give as -check-index). */
+const jobIndex = () => Number(sb.readState().jobs['cedra-storefront'].modifyIndex)
+/** The release record's modify index in the double (0: not written yet). */
+const recordIndex = () => Number(sb.readState().vars?.['nomad/jobs/cedra-storefront/releases']?.ModifyIndex ?? 0)
+const record = () => JSON.parse(sb.readState().vars['nomad/jobs/cedra-storefront/releases'].Items.history)
 const dockerCalls = (tag: string) => [
   'version --format {{.Server.Version}}',
   'buildx version',
@@ -60,19 +76,28 @@ describe('deploy_storefront: the three outcomes', () => {
     const tag = head()
     expect(tag).toMatch(/^[0-9a-f]{12}$/)
     const r = await firstDeploy()
-    expect(sb.commands('nomad')).toEqual([
+    expect(nomadCalls()).toEqual([
+      LOCK,
       LATEST,
       plan(tag),
       run(0, tag),
       'job history -json cedra-storefront',
       'job deployments -latest -json cedra-storefront',
       'job deployments -latest -json cedra-storefront',
+      // successful: tagged, then recorded (no record yet: check-index 0)
+      'job history -json cedra-storefront',
+      tagApply(tag, 0),
+      RECORD_GET,
+      recordPut(0),
     ])
     expect(sb.commands('docker')).toEqual(dockerCalls(tag))
-    // Order across tools: the plan first, the run only after the push.
+    // Order across tools: the lock and the plan first, the run only after the push, the tag and the record last.
     const tools = sb.calls().map((c) => `${c.tool} ${c.argv[0]} ${c.argv[1] ?? ''}`.trim())
-    expect(tools).toEqual(['nomad version', 'nomad server members', 'nomad job deployments', 'nomad job plan', 'docker version --format', 'docker buildx version', `docker build --platform`, `docker push ${IMAGE}:${tag}`,
-      'nomad job run', 'nomad job history', 'nomad job deployments', 'nomad job deployments'])
+    expect(tools).toEqual(['nomad version', 'nomad server members', 'nomad var lock', 'nomad job deployments', 'nomad job plan', 'docker version --format', 'docker buildx version', `docker build --platform`, `docker push ${IMAGE}:${tag}`,
+      'nomad job run', 'nomad job history', 'nomad job deployments', 'nomad job deployments', 'nomad job history', 'nomad job tag', 'nomad var get', 'nomad var put'])
+    expect(sb.readState().jobs['cedra-storefront'].versions[0].versionTag).toMatchObject({ Name: `storefront-${tag}` })
+    expect(record()).toEqual([expect.objectContaining({ job: 'cedra-storefront', version: 0, action: 'deploy', outcome: 'deployed', commit: tag, image: `${IMAGE}:${tag}`, tag: `storefront-${tag}` })])
+    expect(r.stdout).toContain(`Release: storefront-${tag} = cedra-storefront version 0 (deployed)`)
     expect(r.stdout).toMatch(/^cedra-storefront version 0: deployment [0-9a-f]{8} successful \(Deployment completed successfully\)$/m)
     expect(r.stdout).not.toContain('promote_storefront')
     expect(r.stdout).toContain('nomad alloc logs -f -job cedra-storefront')
@@ -91,17 +116,26 @@ describe('deploy_storefront: the three outcomes', () => {
     await firstDeploy()
     const tag = commitAll('second')
     const before = sb.commands('nomad').length
+    const [index, recorded] = [jobIndex(), recordIndex()]
+    expect(recorded).toBeGreaterThan(0)
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code, r.stderr).toBe(0)
-    expect(sb.commands('nomad').slice(before)).toEqual([
+    expect(nomadCalls().slice(before)).toEqual([
+      LOCK,
       LATEST,
       plan(tag),
-      run(11, tag),
+      run(index, tag),
       'job history -json cedra-storefront',
       'job deployments -latest -json cedra-storefront',
       'job deployments -latest -json cedra-storefront',
+      // a canary waiting: recorded, not tagged (promote_storefront tags it)
+      RECORD_GET,
+      recordPut(recorded),
       'job history -json cedra-storefront',
     ])
+    expect(record()[0]).toMatchObject({ version: 1, action: 'deploy', outcome: 'canary-waiting', commit: tag })
+    expect(record()[0].tag).toBeUndefined()
+    expect(r.stdout).toContain(`Release: cedra-storefront version 1 (canary-waiting: tagged storefront-${tag} once promoted)`)
     expect(r.stdout).toMatch(/^cedra-storefront version 1: canary healthy, deployment [0-9a-f]{8} waiting for promotion$/m)
     expect(r.stdout).toMatch(/^ {2}promote it to every instance: +npx tsx deploy\/promote_storefront\.mts$/m)
     expect(r.stdout).toMatch(/^ {2}or roll back to version 0: +npx tsx deploy\/revert_storefront\.mts 0$/m)
@@ -158,9 +192,11 @@ describe('deploy_storefront: the three outcomes', () => {
   it('auto-promote (STOREFRONT_AUTO_PROMOTE=true): Nomad promotes the healthy canary itself, the deployment ends successful', async () => {
     await firstDeploy()
     const tag = commitAll('second')
+    const index = jobIndex()
     const r = await sb.run(SCRIPT, [], env({ STOREFRONT_AUTO_PROMOTE: 'true' }))
     expect(r.code, r.stderr).toBe(0)
-    expect(sb.commands('nomad')).toContain(run(11, tag, ' -var=auto_promote=true'))
+    expect(sb.commands('nomad')).toContain(run(index, tag, ' -var=auto_promote=true'))
+    expect(sb.commands('nomad')).toContain(tagApply(tag, 1))
     expect(r.stdout).toMatch(/^cedra-storefront version 1: deployment [0-9a-f]{8} successful/m)
     expect(r.stdout).not.toContain('waiting for promotion')
   })
@@ -174,7 +210,7 @@ describe('deploy_storefront: nothing needless, nothing overwritten', () => {
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code).toBe(0)
     expect(r.stdout).toContain(`cedra-storefront already runs ${IMAGE}:${head()} (the plan shows no change): nothing was built, pushed or run`)
-    expect(sb.commands('nomad').slice(nomadBefore)).toEqual([LATEST, plan(head())])
+    expect(nomadCalls().slice(nomadBefore)).toEqual([LOCK, LATEST, plan(head())])
     expect(sb.calls('docker').slice(dockerBefore)).toEqual([])
     expect(sb.readState().jobs['cedra-storefront'].versions).toHaveLength(1)
   })
@@ -182,10 +218,11 @@ describe('deploy_storefront: nothing needless, nothing overwritten', () => {
   it('passes STOREFRONT_COUNT as -var count, the plan\'s modify index as -check-index', async () => {
     await firstDeploy()
     const tag = commitAll('second')
+    const index = jobIndex()
     const r = await sb.run(SCRIPT, [], env({ STOREFRONT_COUNT: '3' }))
     expect(r.code, r.stderr).toBe(0)
     expect(sb.commands('nomad')).toContain(plan(tag, ' -var=count=3'))
-    expect(sb.commands('nomad')).toContain(run(11, tag, ' -var=count=3'))
+    expect(sb.commands('nomad')).toContain(run(index, tag, ' -var=count=3'))
     expect(sb.readState().jobs['cedra-storefront'].versions[1].count).toBe(3)
   })
 
@@ -218,7 +255,7 @@ describe('deploy_storefront: the image tag comes from git', () => {
     const tag = sb.readState('docker').pushed[0].split(':').at(-1)
     expect(tag).toMatch(new RegExp(`^${commit}-dirty-[0-9a-f]{12}$`))
     expect(r.stderr).toMatch(new RegExp(`warning: STOREFRONT_SOURCE_DIR .* has uncommitted changes \\(new\\.ts\\): deploying them as ${tag} \\(--allow-dirty\\)`))
-    expect(sb.commands('nomad')[1]).toBe(plan(tag))
+    expect(nomadCalls().slice(0, 3)).toEqual([LOCK, LATEST, plan(tag)])
     // Same changes: same tag, nothing to do. Other changes: another tag.
     const again = await sb.run(SCRIPT, ['--allow-dirty'], env())
     expect(again.stdout).toContain(`already runs ${IMAGE}:${tag}`)
@@ -286,7 +323,7 @@ describe('deploy_storefront: a cluster that refuses or cannot be reached costs s
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code).toBe(2)
     expect(r.stderr).toMatch(/Nomad at http:\/\/127\.0\.0\.1:4646 refused the token \(403\): check NOMAD_TOKEN/)
-    expect(sb.commands('nomad')).toEqual([LATEST]) // the first read of the job already meets the 403
+    expect(nomadCalls()).toEqual([LOCK]) // taking the job's lock already meets the 403
     expect(sb.calls('docker')).toEqual([])
   })
 
@@ -307,7 +344,7 @@ describe('deploy_storefront: docker', () => {
     expect(r.code).toBe(2)
     expect(r.stderr).toMatch(/docker version failed \(Cannot connect to the Docker daemon at .*\): is the engine running\? Start Docker Desktop/)
     expect(sb.commands('docker')).toEqual(dockerCalls(head()).slice(0, 2))
-    expect(sb.commands('nomad')).toEqual([LATEST, plan(head())])
+    expect(nomadCalls()).toEqual([LOCK, LATEST, plan(head())])
   })
 
   it('without buildx: refused (exit 2), says how to install it', async () => {
@@ -324,7 +361,7 @@ describe('deploy_storefront: docker', () => {
     expect(r.code).toBe(1)
     expect(r.stderr).toMatch(/✗ Build .* failed: docker build of .* failed \(exit 1\): ERROR: failed to solve: process "\/bin\/sh -c bun run build" did not complete successfully: exit code: 1 \(its output is above\)/)
     expect(sb.commands('docker')).not.toContainEqual(expect.stringMatching(/^push /))
-    expect(sb.commands('nomad')).toEqual([LATEST, plan(head())])
+    expect(nomadCalls()).toEqual([LOCK, LATEST, plan(head())])
   })
 
   it('a refused push: exit 1, says to docker login to the registry, nothing run', async () => {
@@ -332,7 +369,7 @@ describe('deploy_storefront: docker', () => {
     const r = await sb.run(SCRIPT, [], env())
     expect(r.code).toBe(1)
     expect(r.stderr).toMatch(/docker push .* failed \(exit 1\): denied: requested access to the resource is denied; log in first: docker login registry\.test:5000/)
-    expect(sb.commands('nomad')).toEqual([LATEST, plan(head())])
+    expect(nomadCalls()).toEqual([LOCK, LATEST, plan(head())])
   })
 
   it.each([
@@ -404,6 +441,10 @@ describe('deploy_storefront: flags and configuration', () => {
       `docker push ${IMAGE}:${tag}`,
       `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod -var=count=4${VAULT} ${JOBFILE}`,
       '# then follow the deployment: nomad job deployments -latest cedra-storefront',
+      '# once it is successful (Nomad 1.9+; a canary: once promote_storefront.mts has promoted it), VERSION being the version the run registered:',
+      `nomad job tag apply -name storefront-${tag} -description 'commit ${tag}, image ${IMAGE}:${tag}, by ${BY}' -version "$VERSION" cedra-storefront`,
+      '# every outcome is written to the release record (nomad var put -check-index); read it with:',
+      'nomad var get -item history nomad/jobs/cedra-storefront/releases',
     ])
     expect(sb.calls()).toEqual([])
   })

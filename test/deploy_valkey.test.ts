@@ -1,4 +1,6 @@
 // deploy_valkey.mts, run as a user runs it, against the nomad test double.
+import { execFileSync } from 'node:child_process'
+import os from 'node:os'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
 import { root, sandbox, type Sandbox } from './helpers.ts'
@@ -8,7 +10,19 @@ const JOBFILE = path.join(root, 'jobs/valkey.nomad')
 // The Vault variables: the cluster's version decides them (2.0.5 by default: workload identity).
 const VAR = '-var=vault_secret=secret/data/cedra/prod -var=vault_auth=identity -var=vault_role=cedra-storefront'
 const PLAN = `job plan ${VAR} ${JOBFILE}`
+// The job's lock, taken before the plan (its holder file's random path normalised).
+const LOCK = 'var lock -early-return -shell=false nomad/jobs/valkey/lock @HOLDER sh -c echo locked; exec cat >/dev/null'
+const RECORD = 'nomad/jobs/valkey/releases'
+// Who the tag's description names: the OS user and host (the sandbox's env has no CI variables).
+const BY = `${os.userInfo().username}@${os.hostname()}`
+/** The kit's own commit as the script reads it (12 digits, "-dirty" when a tracked file changed): the release's name. */
+function kit(): string {
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: root, encoding: 'utf8' }).trim()
+  return `${git('rev-parse', '--short=12', 'HEAD')}${git('status', '--porcelain', '--untracked-files=no') ? '-dirty' : ''}`
+}
 let sb: Sandbox
+/** The nomad calls, the lock's holder file normalised to @HOLDER. */
+const nomadCalls = () => sb.commands('nomad').map((c) => c.replace(/@\S+\/holder\.json/, '@HOLDER'))
 beforeEach(() => {
   sb = sandbox()
 })
@@ -18,13 +32,23 @@ describe('deploy_valkey: the main path', () => {
     const r = await sb.run(SCRIPT)
     expect(r.stderr).not.toMatch(/✗/)
     expect(r.code).toBe(0)
-    expect(sb.commands('nomad')).toEqual([
+    const k = kit()
+    expect(nomadCalls()).toEqual([
+      LOCK,
       PLAN,
       `job run -check-index 0 -detach ${VAR} ${JOBFILE}`,
       'job history -json valkey',
       'job deployments -latest -json valkey',
       'job deployments -latest -json valkey',
+      // successful: tagged valkey-<kit commit>, then recorded (no record yet: check-index 0)
+      'job history -json valkey',
+      `job tag apply -name valkey-${k} -description the kit at commit ${k} (jobs/valkey.nomad), by ${BY} -version 0 valkey`,
+      `var get -out json ${RECORD}`,
+      'var put -check-index 0 -in=json -out=none -',
     ])
+    expect(sb.readState().jobs.valkey.versions[0].versionTag).toMatchObject({ Name: `valkey-${k}` })
+    expect(JSON.parse(sb.readState().vars[RECORD].Items.history)).toEqual([expect.objectContaining({ job: 'valkey', version: 0, action: 'deploy', outcome: 'deployed', kit: k, tag: `valkey-${k}` })])
+    expect(r.stdout).toContain(`Release: valkey-${k} = valkey version 0 (deployed)`)
     expect(r.stdout).toMatch(/^valkey version 0: deployment [0-9a-f]{8} successful/m)
     expect(r.stderr).toContain('note: Valkey needs the host volume "valkey_data" on a client (deploy/deploy_valkey_volume.mts) and valkey_password in Vault at secret/cedra/prod (deploy/put_storefront_secrets.mts)')
     // Nomad 2.0: the volume script registers the volume; no block to add by hand (the block: below, on 1.9).
@@ -38,7 +62,8 @@ describe('deploy_valkey: the main path', () => {
   it('passes the Vault path from STOREFRONT_VAULT_PATH (the one put_storefront_secrets writes) and the data dir to the reminder', async () => {
     const r = await sb.run(SCRIPT, [], { env: { STOREFRONT_VAULT_PATH: 'kv/cedra/staging', VALKEY_DATA_DIR: '/srv/valkey' } })
     expect(r.code).toBe(0)
-    expect(sb.commands('nomad')[0]).toBe(`job plan -var=vault_secret=kv/data/cedra/staging -var=vault_auth=identity -var=vault_role=cedra-storefront ${JOBFILE}`)
+    expect(nomadCalls()[0]).toBe(LOCK)
+    expect(nomadCalls()[1]).toBe(`job plan -var=vault_secret=kv/data/cedra/staging -var=vault_auth=identity -var=vault_role=cedra-storefront ${JOBFILE}`)
     expect(r.stdout).toContain('deploy/deploy_valkey_volume.mts creates /srv/valkey and registers it')
   })
 
@@ -55,7 +80,7 @@ describe('deploy_valkey: the main path', () => {
     const r = await sb.run(SCRIPT)
     expect(r.code).toBe(0)
     expect(r.stdout).toContain('valkey is already up to date (the plan shows no change): nothing was run')
-    expect(sb.commands('nomad').slice(before)).toEqual([PLAN])
+    expect(nomadCalls().slice(before)).toEqual([LOCK, PLAN])
     expect(sb.readState().jobs.valkey.versions).toHaveLength(1)
   })
 
@@ -106,6 +131,9 @@ describe('deploy_valkey: flags, configuration and a refusing cluster', () => {
     expect(r.stdout).toContain(`nomad job plan ${VAR} jobs/valkey.nomad`)
     expect(r.stdout).toContain(`nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach ${VAR} jobs/valkey.nomad`)
     expect(r.stdout).toContain('NOMAD_TOKEN="$NOMAD_TOKEN"')
+    expect(r.stdout).toContain('# held meanwhile (Nomad 1.7+): the lock nomad var lock nomad/jobs/valkey/lock')
+    expect(r.stdout).toContain(`nomad job tag apply -name valkey-${kit()} -description 'the kit at commit ${kit()} (jobs/valkey.nomad), by ${BY}' -version "$VERSION" valkey`)
+    expect(r.stdout).toContain(`nomad var get -item history ${RECORD}`)
     expect(r.output).not.toContain('canary-')
   })
 
@@ -125,12 +153,12 @@ describe('deploy_valkey: flags, configuration and a refusing cluster', () => {
     expect(sb.calls()).toEqual([])
   })
 
-  it('a refused token stops at the plan with exit 2 and says which variable to fix', async () => {
+  it('a refused token stops at the lock, before the plan, with exit 2 and says which variable to fix', async () => {
     sb.setState({ mode: 'forbidden' })
     const r = await sb.run(SCRIPT)
     expect(r.code).toBe(2)
-    expect(r.stderr).toMatch(/Nomad at http:\/\/127\.0\.0\.1:4646 refused the token \(403\): check NOMAD_TOKEN/)
-    expect(sb.commands('nomad')).toEqual([PLAN])
+    expect(r.stderr).toMatch(/nomad var lock nomad\/jobs\/valkey\/lock: Nomad at http:\/\/127\.0\.0\.1:4646 refused the token \(403\): check NOMAD_TOKEN/)
+    expect(nomadCalls()).toEqual([LOCK])
   })
 
   it('an unreachable cluster stops at the plan with exit 1, a connection problem', async () => {

@@ -8,7 +8,13 @@ import { root, sandbox, type Sandbox } from './helpers.ts'
 const SCRIPT = 'revert_storefront.mts'
 const JOBFILE = path.join(root, 'jobs/cedra-storefront.nomad')
 const IMAGE = 'registry.example.internal/cedra/storefront'
+// The job's lock, taken before the history is read when there is a target (its holder file's random path normalised).
+const LOCK = 'var lock -early-return -shell=false nomad/jobs/cedra-storefront/lock @HOLDER sh -c echo locked; exec cat >/dev/null'
 let sb: Sandbox
+/** The nomad calls, the lock's holder file normalised to @HOLDER. */
+const nomadCalls = () => sb.commands('nomad').map((c) => c.replace(/@\S+\/holder\.json/, '@HOLDER'))
+/** The release record's modify index in the double (0: not written yet). */
+const recordIndex = () => Number(sb.readState().vars?.['nomad/jobs/cedra-storefront/releases']?.ModifyIndex ?? 0)
 beforeEach(() => {
   sb = sandbox()
 })
@@ -34,22 +40,26 @@ function twoVersions() {
 }
 
 describe('revert_storefront: the version', () => {
-  it('without a version: prints the history (versions, stable, dates, images) and exits 2, changing nothing', async () => {
+  it('without a version: prints the history (tags, versions, commits, images, dates, stable) and exits 2, changing nothing (no lock either)', async () => {
     const before = twoVersions()
     const r = await sb.run(SCRIPT)
     expect(r.code).toBe(2)
     const lines = r.stdout.trim().split('\n')
-    expect(lines[0]).toMatch(/^VERSION +STABLE +SUBMITTED +IMAGE$/)
-    expect(lines[1]).toMatch(new RegExp(`^1 +yes +\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ +${IMAGE}:bbbbbbbbbbbb +\\(current\\)$`))
-    expect(lines[2]).toMatch(new RegExp(`^0 +yes +\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ +${IMAGE}:aaaaaaaaaaaa$`))
-    expect(r.stderr).toContain('give the version to go back to: npx tsx deploy/revert_storefront.mts <version> (the current one is 1)')
+    expect(lines[0]).toMatch(/^TAG +VERSION +COMMIT +IMAGE +SUBMITTED +STABLE$/)
+    expect(lines[1]).toMatch(new RegExp(`^- +1 +bbbbbbbbbbbb +${IMAGE}:bbbbbbbbbbbb +\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\dZ +yes +\\(current\\) \\(last good\\)$`))
+    expect(lines[2]).toMatch(new RegExp(`^- +0 +aaaaaaaaaaaa +${IMAGE}:aaaaaaaaaaaa +\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\dZ +yes$`))
+    expect(lines).toHaveLength(3)
+    expect(r.stderr).toContain('give the version, tag or commit to go back to: npx tsx deploy/revert_storefront.mts <version|tag|commit> (the current version is 1)')
     expect(sb.commands('nomad').slice(before)).toEqual(['job history -json cedra-storefront'])
   })
 
-  it.each([['not a number', 'abc'], ['negative', '-1'], ['a decimal', '1.5'], ['with spaces', '1 2']])('refuses a version that is %s (exit 2, no nomad call)', async (_what, version) => {
-    const r = await sb.run(SCRIPT, version.startsWith('-') ? ['--', version] : [version])
+  // 'abc' is no longer among them: it may be a tag's name (refused once the history has no such tag: test/storefront_releases.test.ts).
+  it.each([['not a name', 'abc!'], ['negative', '-1'], ['a decimal', '1.5'], ['with spaces', '1 2']])('refuses a target that is %s (exit 2, no nomad call)', async (_what, version) => {
+    // After `--` everything is a positional argument: the env file goes before it.
+    const r = await sb.run(SCRIPT, version.startsWith('-') ? ['--env-file', sb.envFile, '--', version] : [version])
     expect(r.code).toBe(2)
-    expect(r.stderr).toContain(`version ${JSON.stringify(version)} must be a whole number`)
+    expect(r.stderr).toContain(`${JSON.stringify(version)} must be a version (a whole number), a tag (such as storefront-<commit>) or a commit (7 to 40 hex digits): run without it to list the releases of cedra-storefront`)
+    expect(r.stderr.match(/^ {2}- /gm)).toHaveLength(1) // that problem only
     expect(sb.calls()).toEqual([])
   })
 
@@ -57,9 +67,9 @@ describe('revert_storefront: the version', () => {
     const before = twoVersions()
     const r = await sb.run(SCRIPT, ['1'])
     expect(r.code).toBe(2)
-    expect(r.stderr).toContain('version 1 is the current version of cedra-storefront: nothing to revert')
-    expect(r.stdout).toMatch(/^1 .*\(current\)$/m)
-    expect(sb.commands('nomad').slice(before)).toEqual(['job history -json cedra-storefront'])
+    expect(r.stderr).toContain('version 1 is the current version of cedra-storefront: nothing to revert; give an earlier one (list above)')
+    expect(r.stdout).toMatch(/^- +1 .*\(current\)/m)
+    expect(nomadCalls().slice(before)).toEqual([LOCK, 'job history -json cedra-storefront'])
   })
 
   it('refuses a version the job never had (exit 2)', async () => {
@@ -67,7 +77,17 @@ describe('revert_storefront: the version', () => {
     const r = await sb.run(SCRIPT, ['7'])
     expect(r.code).toBe(2)
     expect(r.stderr).toContain('cedra-storefront has no version 7')
-    expect(sb.commands('nomad').slice(before)).toEqual(['job history -json cedra-storefront'])
+    expect(nomadCalls().slice(before)).toEqual([LOCK, 'job history -json cedra-storefront'])
+  })
+
+  it('refuses a name no version is tagged with (exit 2), with the history, nothing reverted', async () => {
+    const before = twoVersions()
+    const r = await sb.run(SCRIPT, ['abc'])
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('cedra-storefront has no version tagged abc')
+    expect(r.stdout).toMatch(/^TAG +VERSION/)
+    expect(nomadCalls().slice(before)).toEqual([LOCK, 'job history -json cedra-storefront'])
+    expect(sb.readState().jobs['cedra-storefront'].versions).toHaveLength(2)
   })
 
   it('refuses when the job is not deployed (exit 2)', async () => {
@@ -80,15 +100,24 @@ describe('revert_storefront: the version', () => {
 describe('revert_storefront: the revert and its deployment', () => {
   it('reverts to the version, follows the deployment: its canary waits for promotion (exit 0), with the commands', async () => {
     const before = twoVersions()
+    const recorded = recordIndex()
     const r = await sb.run(SCRIPT, ['0'])
     expect(r.code, r.stderr).toBe(0)
-    expect(sb.commands('nomad').slice(before)).toEqual([
+    expect(nomadCalls().slice(before)).toEqual([
+      LOCK,
       'job history -json cedra-storefront',
       'job revert -detach cedra-storefront 0',
       'job history -json cedra-storefront',
       'job deployments -latest -json cedra-storefront',
       'job deployments -latest -json cedra-storefront',
+      // a canary waiting: recorded, not tagged (promote_storefront tags it)
+      'var get -out json nomad/jobs/cedra-storefront/releases',
+      `var put -check-index ${recorded} -in=json -out=none -`,
     ])
+    const record = JSON.parse(sb.readState().vars['nomad/jobs/cedra-storefront/releases'].Items.history)
+    expect(record).toEqual([expect.objectContaining({ job: 'cedra-storefront', version: 2, action: 'revert', outcome: 'canary-waiting', commit: 'aaaaaaaaaaaa', image: `${IMAGE}:aaaaaaaaaaaa` })])
+    expect(record[0].tag).toBeUndefined()
+    expect(r.stdout).toContain('Release: cedra-storefront version 2 (canary-waiting)')
     expect(r.stdout).toMatch(/^cedra-storefront version 2: canary healthy, deployment [0-9a-f]{8} waiting for promotion$/m)
     expect(r.stdout).toContain('npx tsx deploy/promote_storefront.mts')
     expect(r.stdout).toMatch(/or go back to version 1: +npx tsx deploy\/revert_storefront\.mts 1/)
@@ -136,9 +165,12 @@ describe('revert_storefront: the revert and its deployment', () => {
     const r = await sb.run(SCRIPT, ['--dry-run', '3'])
     expect(r.code).toBe(0)
     expect(r.stdout).toContain('nomad job revert -detach cedra-storefront 3')
+    expect(r.stdout).toContain('# held meanwhile (Nomad 1.7+): the lock nomad var lock nomad/jobs/cedra-storefront/lock')
+    expect(r.stdout).toMatch(/^nomad job tag apply -name "\$TAG_OF_THAT_RELEASE" -description 'revert to version VERSION, by .*' -version "\$NEW_VERSION" cedra-storefront$/m)
+    expect(r.stdout).toContain('nomad var get -item history nomad/jobs/cedra-storefront/releases')
     const h = await sb.run(SCRIPT, ['--help'])
     expect(h.stdout).toMatch(/^revert_storefront: roll the CEDRA storefront back/)
-    for (const s of ['Usage: npx tsx deploy/revert_storefront.mts', '<version>', 'Needs: nomad CLI', 'NOMAD_TOKEN', 'DEPLOY_POLL_SECONDS', 'Exit: 0'])
+    for (const s of ['Usage: npx tsx deploy/revert_storefront.mts', '<version|tag|commit>', 'Needs: nomad CLI', 'NOMAD_TOKEN', 'DEPLOY_POLL_SECONDS', 'Exit: 0'])
       expect(h.stdout).toContain(s)
     expect(sb.calls()).toEqual([])
   })
