@@ -119,6 +119,7 @@ if (dryRun) {
     `docker push ${q(ref)}`,
     `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach${v} ${f}`,
     `# then follow the deployment: nomad job deployments -latest ${JOB}`,
+    `# held meanwhile (Nomad 1.7+): the lock nomad var lock nomad/jobs/${JOB}/lock`,
     `# once it is successful (Nomad 1.9+; a canary: once promote_storefront.mts has promoted it), VERSION being the version the run registered:`,
     `nomad job tag apply -name ${q(releaseTag)} -description ${q(releaseDescription)} -version "$VERSION" ${JOB}`,
     `# every outcome is written to the release record (nomad var put -check-index); read it with:`,

@@ -441,6 +441,7 @@ describe('deploy_storefront: flags and configuration', () => {
       `docker push ${IMAGE}:${tag}`,
       `nomad job run -check-index "$JOB_MODIFY_INDEX_FROM_PLAN" -detach -var=image=${IMAGE} -var=image_tag=${tag} -var=vault_secret=secret/data/cedra/prod -var=count=4${VAULT} ${JOBFILE}`,
       '# then follow the deployment: nomad job deployments -latest cedra-storefront',
+      '# held meanwhile (Nomad 1.7+): the lock nomad var lock nomad/jobs/cedra-storefront/lock',
       '# once it is successful (Nomad 1.9+; a canary: once promote_storefront.mts has promoted it), VERSION being the version the run registered:',
       `nomad job tag apply -name storefront-${tag} -description 'commit ${tag}, image ${IMAGE}:${tag}, by ${BY}' -version "$VERSION" cedra-storefront`,
       '# every outcome is written to the release record (nomad var put -check-index); read it with:',
