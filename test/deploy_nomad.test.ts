@@ -109,6 +109,22 @@ describe('deploy_nomad: the main path', () => {
     expect(second.stdout).toContain('already up to date')
   })
 
+  it('a run killed with SIGKILL leaves no lock behind: its nomad var lock sees the pipe close and releases it at once', async () => {
+    sb.setState({ polls: 400 }) // a deployment that outlasts the kill
+    let pid = 0
+    const first = sb.run(SCRIPT, [], { onStart: (p) => (pid = p) })
+    const lockHeld = () => Boolean(sb.readState().vars?.['nomad/jobs/agent-economique/lock']?.Lock)
+    for (const end = Date.now() + 30_000; !sb.commands('nomad').some((c) => c.startsWith('job deployments')) && Date.now() < end;) await new Promise((r) => setTimeout(r, 50))
+    expect(lockHeld()).toBe(true)
+    process.kill(pid, 'SIGKILL') // no handler, no cleanup
+    await first
+    for (const end = Date.now() + 5_000; lockHeld() && Date.now() < end;) await new Promise((r) => setTimeout(r, 50))
+    expect(lockHeld(), 'the lock outlived the run').toBe(false)
+    const r = await sb.run(SCRIPT)
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain('already up to date')
+  })
+
   it('refuses when nothing was uploaded and nothing runs (exit 2, names deploy_binary)', async () => {
     const fresh = sandbox()
     const r = await fresh.run(SCRIPT)
