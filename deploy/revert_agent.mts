@@ -101,7 +101,7 @@ if (planOnly) {
 step(`Lock ${JOB} for this revert`)
 await lockJob(nomad, JOB, 'revert_agent.mts', wait)
 const now = (await jobVersions(nomad, JOB))[0]
-if (now.Version !== current.Version) fail(`${JOB} changed while this run waited (version ${now.Version} now): nothing was reverted; run again`)
+if (now.Version !== current.Version) refuse([`${JOB} changed while this run waited for its lock (version ${now.Version} now): nothing was reverted; run again to choose against the new version`])
 
 // --- point of no return ---
 report({ acted: true })
