@@ -101,6 +101,3 @@ Useful commands:
   nomad job history ${JOB}
   nomad var get -item ${ITEM} ${VAR_PATH}    # the root password (needs variables:read)`)
 
-// End here: the job's lock (a child that holds it while this run lives) is released by the cleanups,
-// which a script that only runs off its end would never reach while that child keeps it alive.
-exit(Number(process.exitCode ?? EXIT.done))

@@ -210,10 +210,6 @@ if (result.outcome === 'canary') {
 if (result.outcome === 'failed' || result.outcome === 'timeout') process.exitCode = EXIT.failed
 usefulCommands(result.deployment)
 
-// End here: the job's lock (a child that holds it while this run lives) is released by the cleanups,
-// which a script that only runs off its end would never reach while that child keeps it alive.
-exit(Number(process.exitCode ?? EXIT.done))
-
 // ---------------------------------------------------------------------------------------------
 
 /**

@@ -42,7 +42,7 @@
 // Exit: 0 done (or already up to date), 1 a step failed, 2 refused before changing anything (another run
 //       holds the job's lock included).
 import path from 'node:path'
-import { exit, EXIT, root, start, step } from './lib/env.mts'
+import { exit, root, start, step } from './lib/env.mts'
 import { deployPlanned, planCommands, planJob, reportPlan } from './lib/deployment.mts'
 import { chooseFlow, vaultSettings } from './lib/identity.mts'
 import { nomadConnection, nomadVersions, timeoutSeconds } from './lib/nomad.mts'
@@ -107,10 +107,6 @@ Useful commands:
   nomad alloc logs -f -job ${JOB} exporter
   consul catalog nodes -service=valkey
   nomad job history ${JOB}`)
-
-// End here: the job's lock (a child that holds it while this run lives) is released by the cleanups,
-// which a script that only runs off its end would never reach while that child keeps it alive.
-exit(Number(process.exitCode ?? EXIT.done))
 
 // ---------------------------------------------------------------------------------------------
 

@@ -126,10 +126,6 @@ Useful commands:
   nomad alloc logs -f -job ${JOB}
   nomad job history ${JOB}            (and: npx tsx deploy/revert_storefront.mts <version>)`)
 
-// End here: the job's lock (a child that holds it while this run lives) is released by the cleanups,
-// which a script that only runs off its end would never reach while that child keeps it alive.
-exit(Number(process.exitCode ?? EXIT.done))
-
 // ---------------------------------------------------------------------------------------------
 
 /**

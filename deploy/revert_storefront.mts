@@ -171,10 +171,6 @@ Useful commands:
   nomad job history ${JOB}
   npx tsx deploy/revert_storefront.mts          (the releases it can return to)`)
 
-// End here: the job's lock (a child that holds it while this run lives) is released by the cleanups,
-// which a script that only runs off its end would never reach while that child keeps it alive.
-exit(Number(process.exitCode ?? EXIT.done))
-
 // ---------------------------------------------------------------------------------------------
 
 /**
