@@ -125,6 +125,19 @@ describe('deploy_nomad: the main path', () => {
     expect(r.stdout).toContain('already up to date')
   })
 
+  it('SIGTERM to npx while the lock is held: the run stops (its launcher gone), and the lock goes with it', async () => {
+    sb.setState({ polls: 400 })
+    let pid = 0
+    const first = sb.run(SCRIPT, [], { onStart: (p) => (pid = p), launcher: ['npx', 'tsx'] })
+    const lockHeld = () => Boolean(sb.readState().vars?.['nomad/jobs/agent-economique/lock']?.Lock)
+    for (const end = Date.now() + 30_000; !sb.commands('nomad').some((c) => c.startsWith('job deployments')) && Date.now() < end;) await new Promise((r) => setTimeout(r, 50))
+    expect(lockHeld()).toBe(true)
+    process.kill(pid, 'SIGTERM') // npx forwards nothing: the script sees its launcher go
+    await first
+    for (const end = Date.now() + 5_000; lockHeld() && Date.now() < end;) await new Promise((r) => setTimeout(r, 50))
+    expect(lockHeld(), 'the lock outlived the run').toBe(false)
+  })
+
   it('refuses when nothing was uploaded and nothing runs (exit 2, names deploy_binary)', async () => {
     const fresh = sandbox()
     const r = await fresh.run(SCRIPT)

@@ -86,6 +86,19 @@ describe.each([
     expect(r.stdout).toMatch(/^arangodb-agent-economique version 0: deployment [0-9a-f]{8} successful/m)
     r = await sb.run('deploy_nomad.mts')
     expect(r.code, r.stderr).toBe(0)
+    // Tags from 1.9 (command/job_tag_apply.go appears at v1.9.0), locks from 1.7 (command/var_lock.go
+    // at v1.7.0): on 1.6.10 neither is called, each is said once, and the deploy still succeeds.
+    const calls = sb.commands('nomad')
+    const has16 = version === '1.6.10'
+    expect(calls.filter((c) => c.startsWith('job tag apply')).length).toBe(has16 ? 0 : 2) // arangodb, agent
+    expect(calls.filter((c) => c.startsWith('var lock')).length).toBe(has16 ? 0 : 2)
+    if (has16) {
+      expect(r.stderr).toContain('Nomad 1.6.10 has no version tags (1.9+)')
+      expect(r.stderr).toContain('Nomad 1.6.10 has no variable locks (1.7+)')
+    }
+    const record = JSON.parse(sb.readState().vars['nomad/jobs/agent-economique/releases'].Items.history)
+    expect(record[0]).toMatchObject({ version: 0, outcome: 'deployed', ...(has16 ? {} : { tag: expect.stringMatching(/^agent-[0-9a-f]{12}$/) }) })
+    if (has16) expect(record[0].tag).toBeUndefined()
     r = await sb.run('deploy_nomad.mts')
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toContain('agent-economique is already up to date')
